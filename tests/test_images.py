@@ -1,0 +1,146 @@
+"""Decoding real formats and refusing bad files with one clear error type."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from image_tag_suggestion.images import ImageError, load_image
+
+from .conftest import make_photo_like
+
+
+def save(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"])
+def test_common_formats_decode_to_rgb(fmt):
+    pixels = make_photo_like(1)
+    decoded = load_image(save(Image.fromarray(pixels), fmt))
+    assert decoded.dtype == np.uint8 and decoded.shape == pixels.shape
+    # Lossy or palette formats differ a little; the picture must still be the same one.
+    assert np.abs(decoded.astype(int) - pixels).mean() < 12
+
+
+def test_path_file_object_and_bytes_agree(tmp_path):
+    data = save(Image.fromarray(make_photo_like(2)), "PNG")
+    path = tmp_path / "a.png"
+    path.write_bytes(data)
+    from_path = load_image(path)
+    assert np.array_equal(from_path, load_image(str(path)))
+    assert np.array_equal(from_path, load_image(io.BytesIO(data)))
+    assert np.array_equal(from_path, load_image(data))
+
+
+def test_exif_orientation_is_applied():
+    # Landscape pixels, red on the left; orientation 6 means "rotate 90 degrees clockwise to view".
+    pixels = np.zeros((100, 200, 3), np.uint8)
+    pixels[:, :100] = (255, 0, 0)
+    pixels[:, 100:] = (0, 0, 255)
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    decoded = load_image(save(image, "JPEG", exif=exif, quality=95))
+    assert decoded.shape == (200, 100, 3)
+    top, bottom = decoded[20, 50], decoded[180, 50]
+    assert top[0] > 200 and top[2] < 60, "the left (red) half must end up on top"
+    assert bottom[2] > 200 and bottom[0] < 60
+
+
+def test_transparency_is_composited_on_white():
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[:, :20] = (0, 0, 0, 255)  # opaque black on the left, fully transparent on the right
+    decoded = load_image(save(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert decoded[:, :20].max() == 0
+    assert decoded[:, 20:].min() == 255
+
+
+def test_palette_with_transparency_and_la():
+    palette = Image.new("P", (10, 10), 0)
+    palette.putpalette([0, 255, 0] + [0, 0, 0] * 255)
+    palette.info["transparency"] = 0
+    assert load_image(save(palette, "PNG", transparency=0)).min() == 255
+    la = Image.fromarray(np.stack([np.full((8, 8), 50, np.uint8), np.full((8, 8), 255, np.uint8)], -1), "LA")
+    assert np.all(load_image(save(la, "PNG")) == 50)
+
+
+def test_grayscale_cmyk_and_16_bit():
+    gray = load_image(save(Image.fromarray(np.full((9, 9), 77, np.uint8), "L"), "PNG"))
+    assert gray.shape == (9, 9, 3) and np.all(gray == 77)
+    cmyk = load_image(save(Image.new("CMYK", (9, 9), (0, 255, 255, 0)), "JPEG", quality=100))
+    assert cmyk[4, 4, 0] > 200 and cmyk[4, 4, 1] < 60  # pure magenta + yellow ink = red
+    ramp = (np.arange(256, dtype=np.uint16)[None, :] * 257).repeat(4, 0)  # full 16-bit range
+    sixteen = load_image(save(Image.fromarray(ramp), "PNG"))
+    assert sixteen[0, 0, 0] == 0 and sixteen[0, 255, 0] == 255 and sixteen[0, 128, 0] in (127, 128, 129)
+
+
+def test_animated_gif_gives_first_frame():
+    frames = [Image.new("RGB", (16, 16), color) for color in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    decoded = load_image(buffer.getvalue())
+    assert decoded[8, 8, 0] > 200 and decoded[8, 8, 2] < 60
+
+
+def test_large_jpeg_is_drafted_but_keeps_enough_pixels():
+    big = Image.fromarray(make_photo_like(3, size=(4000, 3000)))
+    data = save(big, "JPEG", quality=85)
+    full = load_image(data)
+    reduced = load_image(data, min_size=256)
+    assert full.shape == (3000, 4000, 3)
+    assert 256 <= min(reduced.shape[:2]) < 3000 / 4  # decoded at 1/8 scale: 500x375
+    assert reduced.shape[1] / reduced.shape[0] == pytest.approx(4 / 3, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty"),
+        (b"this is a text file, not a photo", "not an image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 30, "not an image"),
+    ],
+)
+def test_bad_bytes_raise_image_error(data, message):
+    with pytest.raises(ImageError, match=message):
+        load_image(data)
+
+
+def test_truncated_jpeg_raises_image_error(tmp_path):
+    data = save(Image.fromarray(make_photo_like(4, size=(640, 480))), "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="damaged or incomplete"):
+        load_image(path)
+
+
+def test_missing_empty_and_folder_paths(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "nope.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageError, match="empty"):
+        load_image(tmp_path / "empty.jpg")
+    with pytest.raises(ImageError, match="folder"):
+        load_image(tmp_path)
+
+
+def test_pixel_limit_refuses_before_decoding():
+    data = save(Image.new("RGB", (1000, 1000)), "PNG")
+    with pytest.raises(ImageError, match="too many pixels .*1 megapixels"):
+        load_image(data, max_pixels=500_000)
+    assert load_image(data, max_pixels=None).shape == (1000, 1000, 3)
+
+
+def test_decompression_bomb_header_is_refused():
+    # A 1-bit PNG of 40,000 x 40,000 pixels: 200 kB on disk, 4.8 GB once decoded to RGB.
+    bomb = save(Image.new("1", (40_000, 40_000)), "PNG", optimize=True)
+    assert len(bomb) < 1_000_000
+    with pytest.raises(ImageError, match="too many pixels"):
+        load_image(bomb)
+    with pytest.raises(ImageError, match="too many pixels"):
+        load_image(bomb, max_pixels=None)  # Pillow's own guard still holds
