@@ -20,7 +20,8 @@ def test_real_lite0_checkpoint_loads():
     assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
     assert state["_fc.weight"].shape == (1000, 1280)
     assert state["_fc.weight"].dtype == np.float32 and np.isfinite(state["_fc.weight"]).all()
-    assert np.all(state["_bn0.running_var"] > 0)  # variances: a misread offset would give garbage
+    variances = np.concatenate([v for k, v in state.items() if k.endswith("running_var")])
+    assert np.all(variances >= 0) and np.mean(variances > 0) > 0.95  # a misread offset would give negatives
 
 
 class _Evil:
