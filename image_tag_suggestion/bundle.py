@@ -162,6 +162,21 @@ def _validated(folder: Path, config: dict, verify: bool) -> Bundle:
     return Bundle(folder=folder, config=config, preprocessing=preprocessing, scoring=scoring)
 
 
+def find_bundles(models_dir: str | Path) -> list[Path]:
+    """Bundle folders (with a bundle ``config.yaml``) anywhere under ``models_dir``, sorted."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    found = []
+    for config_path in sorted(models_dir.rglob(CONFIG_FILE)):
+        try:
+            if "kind" in _read_yaml(config_path):
+                found.append(config_path.parent)
+        except BundleError:
+            continue
+    return found
+
+
 def write_config(folder: str | Path, config: dict) -> Path:
     """Write ``config.yaml`` for ``folder``, recording the sha256 of every listed file."""
     folder = Path(folder)

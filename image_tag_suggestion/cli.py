@@ -6,13 +6,11 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 
 from . import __version__
 
-FORMATS = ("table", "csv", "jsonl")
+FORMATS = ("table", "csv", "jsonl")  # as in formats.py, kept here so --help needs no imports
 PROGRESS_THRESHOLD = 5
 
 
@@ -60,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _tag(args) -> int:
     from .bundle import DEFAULT_CONFIG, BundleError, load_bundle
+    from .formats import writer
     from .images import DEFAULT_MAX_PIXELS
     from .predictors import ImagePredictor, LabelPredictor
     from .tagging import find_images, tag_files
@@ -81,7 +80,7 @@ def _tag(args) -> int:
         from tqdm import tqdm
 
         progress = tqdm(total=len(files), unit="img", file=sys.stderr, desc="tagging")
-    writer = _writer(args.format, sys.stdout)
+    write = writer(args.format, sys.stdout)
     failures = 0
     try:
         for result in tag_files(
@@ -91,7 +90,7 @@ def _tag(args) -> int:
             on_done=progress.update if progress else None,
         ):
             failures += not result.ok
-            writer(result)
+            write(result)
             sys.stdout.flush()
     except BrokenPipeError:  # e.g. piped into head
         return 0
@@ -101,36 +100,6 @@ def _tag(args) -> int:
     if failures:
         print(f"image-tags: {failures} of {len(files)} files could not be tagged", file=sys.stderr)
     return 1 if failures else 0
-
-
-def _writer(kind: str, out):
-    if kind == "jsonl":
-        def write(result):
-            record = {"file": result.file}
-            if result.ok:
-                record["tags"] = [{"label": t.label, "score": round(t.score, 4)} for t in result.tags]
-            else:
-                record["error"] = result.error
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        return write
-    if kind == "csv":
-        rows = csv.writer(out, lineterminator="\n")
-        rows.writerow(["file", "rank", "label", "score", "id", "broader", "error"])
-
-        def write(result):
-            if not result.ok:
-                rows.writerow([result.file, "", "", "", "", "", result.error])
-            for rank, t in enumerate(result.tags or [], 1):
-                rows.writerow([result.file, rank, t.label, f"{t.score:.4f}", t.id, int(t.broader), ""])
-        return write
-
-    def write(result):
-        out.write(f"{result.file}\n")
-        if not result.ok:
-            out.write(f"  error: {result.error}\n")
-        for t in result.tags or []:
-            out.write(f"  {t.score:6.3f}  {t.label}{'  (broader)' if t.broader else ''}\n")
-    return write
 
 
 if __name__ == "__main__":

@@ -40,9 +40,9 @@ class ImagePredictor:
     def embedding_dim(self) -> int:
         return self.encoder.dim
 
-    def load(self, source: ImageSource) -> np.ndarray:
-        """Decode an image at the smallest size the model can use (see ``load_image``)."""
-        return load_image(source, min_size=self.preprocessing.resize, max_pixels=self.max_pixels)
+    def load(self, source: ImageSource, min_size: int | None = None) -> np.ndarray:
+        """Decode an image at the smallest size the model can use, or ``min_size`` if larger (see ``load_image``)."""
+        return load_image(source, min_size=max(min_size or 0, self.preprocessing.resize), max_pixels=self.max_pixels)
 
     def predict_from_file(self, file: ImageSource) -> tuple[np.ndarray, np.ndarray]:
         """Embed one image; returns ``(embedding (D,), upright RGB array)``."""

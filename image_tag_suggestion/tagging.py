@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .images import IMAGE_EXTENSIONS, ImageError
+from .images import IMAGE_EXTENSIONS, ImageError, ImageSource, describe_source
 from .predictors import ImagePredictor, LabelPredictor
 from .scoring import Tag
 
@@ -26,6 +26,7 @@ class TagResult:
     tags: list[Tag] | None = None
     error: str | None = None
     embedding: np.ndarray | None = None
+    pixels: np.ndarray | None = None  # the upright decoded image, when asked for
 
     @property
     def ok(self) -> bool:
@@ -55,7 +56,7 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[str]:
 
 
 def tag_files(
-    files: Sequence[str],
+    files: Sequence[ImageSource],
     image_predictor: ImagePredictor,
     label_predictor: LabelPredictor,
     top_k: int | None = 20,
@@ -65,17 +66,24 @@ def tag_files(
     batch_size: int = 16,
     workers: int | None = None,
     on_done: Callable[[int], None] | None = None,
+    keep_pixels_min_size: int | None = None,
 ) -> Iterator[TagResult]:
-    """Yield one :class:`TagResult` per file, in input order."""
-    workers = workers or min(8, (os.cpu_count() or 1) + 1)
+    """Yield one :class:`TagResult` per file (path, upload or bytes), in input order.
 
-    def prepare(file: str):
+    ``keep_pixels_min_size``: also return each decoded image, with its short side
+    at least this big (for showing it); by default pixels are not kept.
+    """
+    workers = workers or min(8, (os.cpu_count() or 1) + 1)
+    min_size = max(keep_pixels_min_size or 0, image_predictor.preprocessing.resize)
+
+    def prepare(file):
         try:
-            return image_predictor.preprocessing.crop(image_predictor.load(file)), None
+            pixels = image_predictor.load(file, min_size=min_size)
+            return image_predictor.preprocessing.crop(pixels), None, pixels if keep_pixels_min_size else None
         except ImageError as exc:
-            return None, str(exc)
+            return None, str(exc), None
         except MemoryError:
-            return None, f"{file}: out of memory while decoding"
+            return None, f"{describe_source(file)}: out of memory while decoding", None
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
@@ -85,17 +93,18 @@ def tag_files(
             prepared = list(pending[index])
             if index + 2 < len(batches):
                 pending.append(pool.map(prepare, batches[index + 2]))
-            good = [i for i, (crop, _) in enumerate(prepared) if crop is not None]
+            good = [i for i, (crop, _, _) in enumerate(prepared) if crop is not None]
             embeddings = image_predictor.encode_crops(np.stack([prepared[i][0] for i in good])) if good else None
             tags = (
                 label_predictor.predict_batch(embeddings, top_k, min_score, include_broader, order) if good else []
             )
             by_position = dict(zip(good, range(len(good))))
             for position, file in enumerate(batch):
+                name = describe_source(file)
                 if position in by_position:
                     row = by_position[position]
-                    yield TagResult(file, tags=tags[row], embedding=embeddings[row])
+                    yield TagResult(name, tags=tags[row], embedding=embeddings[row], pixels=prepared[position][2])
                 else:
-                    yield TagResult(file, error=prepared[position][1])
+                    yield TagResult(name, error=prepared[position][1])
             if on_done:
                 on_done(len(batch))

