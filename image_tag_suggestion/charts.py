@@ -20,7 +20,7 @@ def tags_chart(tags: Sequence[Tag], title: str | None = None):
     })
     order = list(frame["label"])
     base = alt.Chart(frame, title=title or alt.Undefined).encode(
-        y=alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=260)),
+        y=alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=260, labelOverlap=False)),
         x=alt.X("score:Q", scale=alt.Scale(domain=[0, 1]), title="score"),
         tooltip=["rank", "label", alt.Tooltip("score:Q", format=".3f"), "kind"],
     )
@@ -29,4 +29,4 @@ def tags_chart(tags: Sequence[Tag], title: str | None = None):
                         legend=alt.Legend(orient="bottom", title=None))
     )
     text = base.mark_text(align="left", dx=3).encode(text=alt.Text("score:Q", format=".2f"))
-    return (bars + text).properties(height=max(60, 22 * len(tags)))
+    return (bars + text).properties(height=max(60, 24 * len(tags)))

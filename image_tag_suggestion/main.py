@@ -93,7 +93,7 @@ def main() -> None:
         left.image(pixels, width="stretch")
         if tags:
             right.altair_chart(tags_chart(tags), width="stretch")
-            right.code(tag_line(result), language=None)
+            right.code(tag_line(result), language=None, wrap_lines=True)
         else:
             right.warning("No tag reaches the minimum score.")
     if results:

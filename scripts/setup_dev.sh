@@ -5,10 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/wordnet/index.sense ]; then
+# WordNet rebuilds the default bundle's vocabulary; Chromium runs the browser test
+# (driven by the PyPI playwright package: never `playwright install`, which downloads a browser).
+if [ ! -f /usr/share/wordnet/index.sense ] || ! command -v chromium >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q wordnet-base wordnet-sense-index
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q wordnet-base wordnet-sense-index chromium
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
