@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--threads", type=_positive, default=None, help="encoder threads (default: all cores)")
     tag.add_argument("--max-pixels", type=_positive, default=None, help="refuse images with more pixels than this")
     tag.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    app = commands.add_parser("app", help="run the Streamlit app (port from --port, else $PORT, else 8501)")
+    app.add_argument("--port", type=_positive, default=None)
+    app.add_argument("--address", default=None, help="address to bind (default 0.0.0.0 when $PORT is set, else localhost)")
     return parser
 
 
@@ -53,7 +57,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "tag":
         return _tag(args)
+    if args.command == "app":
+        return _app(args)
     return 2  # unreachable: argparse requires a command
+
+
+def _app(args) -> int:
+    """Replace this process with ``streamlit run`` on the app (what Docker and Heroku start)."""
+    import os
+    from pathlib import Path
+
+    port = args.port or int(os.environ.get("PORT", "8501"))
+    address = args.address or ("0.0.0.0" if "PORT" in os.environ else "localhost")
+    script = Path(__file__).resolve().parent / "main.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+               "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    os.execv(sys.executable, command)
+    return 0  # not reached
 
 
 def _tag(args) -> int:

@@ -55,10 +55,9 @@ class ImagePredictor:
 
     def predict_from_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Embed decoded images in one encoder call; returns (N, D)."""
-        crops = np.stack([self.preprocessing.crop(image) for image in images]) if len(images) else None
-        if crops is None:
+        if len(images) == 0:
             return np.zeros((0, self.embedding_dim), np.float32)
-        return self.encode_crops(crops)
+        return self.encode_crops(np.stack([self.preprocessing.crop(image) for image in images]))
 
     def encode_crops(self, crops: np.ndarray) -> np.ndarray:
         """Embed already cropped uint8 images (N, S, S, 3)."""

@@ -1,0 +1,24 @@
+# Serving image: LiteRT only (no TensorFlow), non-root, port from $PORT (default 8501).
+#   docker build -t image-tags .
+#   docker run --rm -p 8501:8501 image-tags          # then open http://localhost:8501
+#   docker run --rm -v "$PWD/photos:/photos" image-tags tag /photos --format jsonl   # the CLI
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PORT=8501
+
+RUN useradd --create-home --uid 10001 app
+WORKDIR /app
+COPY requirements.txt pyproject.toml README.md ./
+COPY image_tag_suggestion ./image_tag_suggestion
+RUN pip install -r requirements.txt
+
+USER app
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/_stcore/health' % os.environ.get('PORT', '8501'), timeout=4)"]
+ENTRYPOINT ["image-tags"]
+CMD ["app"]
