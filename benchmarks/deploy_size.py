@@ -29,8 +29,11 @@ def main() -> None:
         tar.add(venv, arcname="venv")
     print(f"serving venv installed: {folder_size(venv) / 1e6:.0f} MB")
     print(f"serving venv packed with gzip: {archive.stat().st_size / 1e6:.0f} MB (Heroku slug limit 500 MB)")
-    tensorflow = list(venv.rglob("tensorflow"))
-    print(f"TensorFlow in the serving venv: {'yes' if tensorflow else 'no'}")
+    probe = "import importlib.util; print(importlib.util.find_spec('tensorflow') is not None)"
+    has_tf = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    print(f"TensorFlow importable in the serving venv: {has_tf}")
+    biggest = sorted(((folder_size(p), p.name) for p in (venv / "lib").glob("python*/site-packages/*") if p.is_dir()), reverse=True)
+    print("largest packages: " + ", ".join(f"{name} {size / 1e6:.0f} MB" for size, name in biggest[:6]))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,12 @@ def photos() -> list[Path]:
     return sorted(folder.glob("*.jpg"))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the server has used (to tell server cost from browser cost)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     """VmHWM of the server: its peak resident set since it started."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -88,13 +94,16 @@ def main() -> None:
                     sys.exit("the app did not start")
                 time.sleep(0.2)
         print(f"app up in {time.perf_counter() - started:.1f} s; idle RSS {peak_rss_mb(server.pid):.0f} MB")
+        cpu_before, wall_before = cpu_seconds(server.pid), time.perf_counter()
         results = asyncio.run(run(url, args.sessions, args.timeout))
+        server_cpu, wall = cpu_seconds(server.pid) - cpu_before, time.perf_counter() - wall_before
         ok = sorted(r for r in results if r is not None)
         print(f"sessions: {args.sessions}, tags shown: {len(ok)}, failed: {args.sessions - len(ok)}")
         if ok:
             p95 = ok[min(len(ok) - 1, int(round(0.95 * (len(ok) - 1))))]
             print(f"time from page open to tags: p50 {statistics.median(ok):.2f} s, p95 {p95:.2f} s, max {ok[-1]:.2f} s")
-        print(f"server peak RSS: {peak_rss_mb(server.pid):.0f} MB (cores: {os.cpu_count()})")
+        print(f"server peak RSS: {peak_rss_mb(server.pid):.0f} MB; server CPU {server_cpu:.1f} s of {wall:.1f} s wall "
+              f"on {os.cpu_count()} cores (the rest went to the browsers on the same machine)")
     finally:
         server.terminate()
         server.wait(timeout=20)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+import altair  # noqa: F401  imported with the page, not on the first upload (0.3 s)
+import numpy as np
 import streamlit as st
 
 from image_tag_suggestion import BundleError, ImagePredictor, LabelPredictor, load_bundle
@@ -26,7 +28,10 @@ PREVIEW_MIN_SIZE = 512
 def load_predictors(location: str) -> tuple[ImagePredictor, LabelPredictor]:
     """Once per process and model: the encoder and label table stay in memory."""
     bundle = load_bundle(location)
-    return ImagePredictor(bundle), LabelPredictor(bundle)
+    image_predictor, label_predictor = ImagePredictor(bundle), LabelPredictor(bundle)
+    # Warm up: LiteRT plans its first call; do it now rather than on the first upload.
+    image_predictor.predict_from_array(np.zeros((64, 64, 3), np.uint8))
+    return image_predictor, label_predictor
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
