@@ -47,10 +47,44 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--max-pixels", type=_positive, default=None, help="refuse images with more pixels than this")
     tag.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    train = commands.add_parser("train", help="train an embedding model on labelled images and export a bundle")
+    _data_arguments(train)
+    train.add_argument("--out", required=True, help="bundle folder to write")
+    train.add_argument("--backbone", choices=("mobilenet_v2", "efficientnet_lite0"), default="mobilenet_v2")
+    train.add_argument("--embedding-dim", type=_positive, default=50)
+    train.add_argument("--input-size", type=_positive, default=224)
+    train.add_argument("--epochs", type=_positive, default=10)
+    train.add_argument("--batch-size", type=_positive, default=64, help="per replica (default 64)")
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--margin", type=float, default=0.4, help="triplet margin alpha (default 0.4)")
+    train.add_argument("--val-fraction", type=float, default=0.1)
+    train.add_argument("--patience", type=_positive, default=3, help="early stopping: epochs without a better val loss")
+    train.add_argument("--seed", type=int, default=0)
+    frozen = train.add_mutually_exclusive_group()
+    frozen.add_argument("--freeze-backbone", dest="freeze_backbone", action="store_true", default=None,
+                        help="train only the head and labels on cached features (default for efficientnet_lite0)")
+    frozen.add_argument("--train-backbone", dest="freeze_backbone", action="store_false")
+    train.add_argument("--weights", default=None, help="mobilenet_v2 start: 'imagenet' (needs internet) or a weights file")
+    train.add_argument("--alpha", type=float, default=1.0, help="mobilenet_v2 width multiplier")
+    train.add_argument("--checkpoint-dir", default=None, help="checkpoints; rerun with the same folder to resume")
+    train.add_argument("-q", "--quiet", action="store_true")
+
+    evaluate = commands.add_parser("evaluate", help="mAP (Open Images protocol), hit@1/5/20 of a bundle on labelled images")
+    _data_arguments(evaluate)
+    evaluate.add_argument("--model", default=None, help="bundle folder, config.yaml or URL (default: the built-in model)")
+    evaluate.add_argument("--per-class", default=None, metavar="CSV", help="write AP per class to this CSV")
+    evaluate.add_argument("-q", "--quiet", action="store_true")
+
     app = commands.add_parser("app", help="run the Streamlit app (port from --port, else $PORT, else 8501)")
     app.add_argument("--port", type=_positive, default=None)
     app.add_argument("--address", default=None, help="address to bind (default 0.0.0.0 when $PORT is set, else localhost)")
     return parser
+
+
+def _data_arguments(parser) -> None:
+    parser.add_argument("--data", required=True, help="Open Images folder, path,tags CSV, or folder of tag folders")
+    parser.add_argument("--format", choices=("openimages", "csv", "folders"), required=True)
+    parser.add_argument("--images", default=None, help="image folder (Open Images) or root for CSV paths")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +93,71 @@ def main(argv: list[str] | None = None) -> int:
         return _tag(args)
     if args.command == "app":
         return _app(args)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
     return 2  # unreachable: argparse requires a command
+
+
+def _load_data(args):
+    from .training.datasets import DatasetError, load_dataset
+
+    try:
+        dataset = load_dataset(args.data, args.format, args.images)
+    except DatasetError as exc:
+        print(f"image-tags: {exc}", file=sys.stderr)
+        return None
+    print(f"data: {dataset.summary()}", file=sys.stderr)
+    return dataset
+
+
+def _train(args) -> int:
+    import json
+
+    dataset = _load_data(args)
+    if dataset is None:
+        return 2
+    from .training.train import TrainConfig, train
+
+    config = TrainConfig(
+        backbone=args.backbone, embedding_dim=args.embedding_dim, input_size=args.input_size, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, margin=args.margin,
+        val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
+        freeze_backbone=args.freeze_backbone, weights=args.weights, alpha=args.alpha,
+    )
+    metrics = train(dataset, config, args.out, checkpoint_dir=args.checkpoint_dir, verbose=0 if args.quiet else 1)
+    print(json.dumps(metrics, indent=2))
+    print(f"image-tags: bundle written to {args.out} (report: {args.out}/report.png)", file=sys.stderr)
+    return 0
+
+
+def _evaluate(args) -> int:
+    import json
+
+    from .bundle import DEFAULT_CONFIG, BundleError
+    from .training.evaluation import evaluate_bundle
+
+    dataset = _load_data(args)
+    if dataset is None:
+        return 2
+    progress = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(dataset.examples), unit="img", file=sys.stderr, desc="evaluating")
+    try:
+        evaluation = evaluate_bundle(args.model or DEFAULT_CONFIG, dataset, on_done=progress.update if progress else None)
+    except BundleError as exc:
+        print(f"image-tags: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if progress:
+            progress.close()
+    if args.per_class:
+        evaluation.write_per_class_csv(args.per_class)
+    print(json.dumps(evaluation.as_dict(), indent=2))
+    return 0
 
 
 def _app(args) -> int:

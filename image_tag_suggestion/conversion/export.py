@@ -11,6 +11,9 @@ def export_tflite(model, path: str | Path, float16: bool = True) -> Path:
     ``float16`` stores weights at half precision (half the file); LiteRT's
     XNNPACK delegate computes in float32 either way.
     """
+    import contextlib
+    import sys
+
     import tensorflow as tf
 
     # from_keras_model freezes Keras 3 variables into constants (a tf.function
@@ -21,5 +24,7 @@ def export_tflite(model, path: str | Path, float16: bool = True) -> Path:
         converter.target_spec.supported_types = [tf.float16]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(converter.convert())
+    with contextlib.redirect_stdout(sys.stderr):  # the converter prints; keep stdout for results
+        flatbuffer = converter.convert()
+    path.write_bytes(flatbuffer)
     return path

@@ -1,0 +1,230 @@
+"""Train the embedding model on a labelled dataset and export a bundle the app and the
+CLI serve unchanged.
+
+    image-tags train --data photos/ --format folders --backbone efficientnet_lite0 --out models/mine
+
+Two paths, one model:
+- backbone trained (``mobilenet_v2`` by default, the seed's): images stream through
+  tf.data with augmentation; meant for a GPU and large data such as Open Images.
+- backbone frozen (default for ``efficientnet_lite0``): the ImageNet backbone's pooled
+  features are computed once per image (plus a flipped view), and only the head and the
+  label table train, which takes minutes on a laptop CPU.
+
+Distribution: ``tf.distribute.MirroredStrategy`` when several GPUs are visible, and
+``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` describes a cluster; the batch size
+given is per replica.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import write_config
+from ..labels import LabelTable
+from ..preprocessing import Preprocessing
+from .calibration import calibration_pairs, fit_platt
+from .datasets import LabeledDataset
+from .evaluation import evaluate_scores
+
+ENCODER_TFLITE, ENCODER_KERAS = "encoder.tflite", "encoder.keras"
+#: With cached features a step costs milliseconds; small datasets get at least this many
+#: steps per epoch (random views and labels differ each pass), so 20 photos per tag train.
+MIN_FEATURE_STEPS = 50
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (written into the bundle's config)."""
+
+    backbone: str = "mobilenet_v2"
+    embedding_dim: int = 50
+    input_size: int = 224
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    margin: float = 0.4
+    val_fraction: float = 0.1
+    patience: int = 3
+    seed: int = 0
+    freeze_backbone: bool | None = None  # None: frozen for efficientnet_lite0, trained for mobilenet_v2
+    weights: str | None = None
+    alpha: float = 1.0
+
+    @property
+    def frozen(self) -> bool:
+        return self.backbone == "efficientnet_lite0" if self.freeze_backbone is None else self.freeze_backbone
+
+
+def choose_strategy():
+    """The existing engine for more than one GPU or machine; the default strategy otherwise."""
+    import tensorflow as tf
+
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def compute_features(backbone, dataset: LabeledDataset, config: TrainConfig, views: int, verbose: int) -> np.ndarray:
+    """Pooled backbone features per image: view 0 the serving crop, view 1 its mirror image."""
+    import tensorflow as tf
+
+    from .models import BACKBONE_NORMALISATION
+    from .pipeline import AUTOTUNE, load_and_augment
+
+    mean, std = BACKBONE_NORMALISATION[config.backbone]
+    paths = tf.data.Dataset.from_tensor_slices([e.path for e in dataset.examples])
+    images = paths.map(lambda p: load_and_augment(p, config.input_size, mean, std, training=False), num_parallel_calls=AUTOTUNE)
+    images = images.batch(32).prefetch(AUTOTUNE)
+    out = [backbone.predict(images, verbose=verbose)]
+    if views > 1:
+        out.append(backbone.predict(images.map(lambda x: tf.reverse(x, axis=[2])), verbose=verbose))
+    return np.stack(out, axis=1)
+
+
+def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpoint_dir: str | Path | None = None,
+          verbose: int = 1, callbacks: list | None = None) -> dict:
+    """Train, calibrate, evaluate on the validation split and export a bundle to ``out``.
+
+    With ``checkpoint_dir``, an interrupted run started again with the same folder
+    resumes at the last finished epoch. ``callbacks``: extra Keras callbacks.
+    """
+    import keras
+    import tensorflow as tf
+
+    from .models import BACKBONE_NORMALISATION, TagEmbeddingModel, build_backbone, build_head, build_image_encoder
+    from .pipeline import feature_dataset, image_dataset
+
+    keras.utils.set_random_seed(config.seed)
+    out = Path(out)
+    train_set, val_set = dataset.split(config.val_fraction, config.seed)
+    strategy = choose_strategy()
+    with strategy.scope():
+        backbone = build_backbone(config.backbone, config.input_size, config.weights, config.alpha)
+        head = build_head(backbone.output_shape[-1], config.embedding_dim)
+        if config.frozen:
+            backbone.trainable = False
+            encoder = head
+        else:
+            encoder = build_image_encoder(backbone, head)
+        model = TagEmbeddingModel(encoder, len(dataset.label_ids), config.embedding_dim, config.margin).build_now()
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+
+    if config.frozen:
+        train_features = compute_features(backbone, train_set, config, views=2, verbose=verbose)
+        val_features = compute_features(backbone, val_set, config, views=1, verbose=verbose)
+        train_data = feature_dataset(train_features, train_set, config.batch_size, training=True, seed=config.seed).repeat()
+        val_data = feature_dataset(val_features, val_set, config.batch_size, training=False, seed=config.seed)
+        steps_per_epoch = max(MIN_FEATURE_STEPS, -(-len(train_set.examples) // config.batch_size))
+    else:
+        normalisation = BACKBONE_NORMALISATION[config.backbone]
+        global_batch = config.batch_size * strategy.num_replicas_in_sync
+        train_data = image_dataset(train_set, config.input_size, normalisation, global_batch, True, config.seed)
+        val_data = image_dataset(val_set, config.input_size, normalisation, global_batch, False, config.seed)
+        steps_per_epoch = None  # one pass over the files
+
+    extra_callbacks = list(callbacks or [])
+    callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True)]
+    if checkpoint_dir:
+        checkpoint_dir = Path(checkpoint_dir)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        # BackupAndRestore resumes an interrupted run at the epoch it reached.
+        callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup")))
+        callbacks.append(keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "best.weights.h5"), monitor="val_loss",
+                                                         save_best_only=True, save_weights_only=True))
+    history = model.fit(train_data, validation_data=val_data, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                        callbacks=callbacks + extra_callbacks, verbose=verbose)
+
+    # Validation embeddings through the same encoder, for calibration and metrics.
+    if config.frozen:
+        val_embeddings = np.asarray(head.predict(val_features[:, 0], verbose=0))
+    else:
+        from .pipeline import AUTOTUNE, load_and_augment
+
+        mean, std = BACKBONE_NORMALISATION[config.backbone]
+        images = tf.data.Dataset.from_tensor_slices([e.path for e in val_set.examples]).map(
+            lambda p: load_and_augment(p, config.input_size, mean, std, training=False), num_parallel_calls=AUTOTUNE)
+        val_embeddings = np.asarray(encoder.predict(images.batch(config.batch_size), verbose=0))
+    label_table = model.label_embeddings_array()
+    similarities = val_embeddings @ label_table.T
+    positive, verified = _targets(val_set, len(dataset.label_ids))
+    scale, offset = fit_platt(*calibration_pairs(similarities, positive, verified))
+    probabilities = 1.0 / (1.0 + np.exp(-(scale * similarities + offset)))
+    evaluation = evaluate_scores(probabilities, val_set)
+
+    full_encoder = build_image_encoder(backbone, head)
+    metrics = {**evaluation.as_dict(), "calibration": {"scale": scale, "offset": offset},
+               "train_images": len(train_set.examples), "val_images": len(val_set.examples),
+               "epochs_run": len(history.history["loss"])}
+    export_bundle(out, full_encoder, dataset, label_table, config, scale, offset, metrics)
+    write_report(out, history.history, metrics)
+    return metrics
+
+
+def _targets(dataset: LabeledDataset, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    positive = np.zeros((len(dataset.examples), n_labels), dtype=bool)
+    verified = np.zeros_like(positive)
+    for row, e in enumerate(dataset.examples):
+        positive[row, list(e.positives)] = True
+        verified[row, list(e.positives) + list(e.negatives)] = True
+    return positive, (np.ones_like(verified) if dataset.closed_world else verified)
+
+
+def export_bundle(out: Path, encoder, dataset: LabeledDataset, label_table: np.ndarray, config: TrainConfig,
+                  scale: float, offset: float, metrics: dict) -> Path:
+    """Write the bundle: ``.tflite`` for serving, ``.keras`` for retraining, label table, config."""
+    from ..conversion.export import export_tflite
+    from .models import BACKBONE_NORMALISATION
+
+    out.mkdir(parents=True, exist_ok=True)
+    encoder.save(out / ENCODER_KERAS)
+    export_tflite(encoder, out / ENCODER_TFLITE, float16=True)
+    table = LabelTable(dataset.label_ids, dataset.label_names, label_table)
+    written = table.save(out, embeddings_dtype=np.float32)
+    mean, std = BACKBONE_NORMALISATION[config.backbone]
+    preprocessing = Preprocessing(input_size=config.input_size, resize=round(config.input_size * 256 / 224),
+                                  mean=(mean,) * 3, std=(std,) * 3, resample="bicubic")
+    write_config(out, {
+        "name": out.name,
+        "kind": "embedding",
+        "description": f"{config.backbone} -> {config.embedding_dim}-d triplet embedding, {len(dataset.label_ids)} tags",
+        "encoder": {"tflite": ENCODER_TFLITE, "keras": ENCODER_KERAS, "embedding_dim": config.embedding_dim,
+                    "preprocessing": preprocessing.to_config()},
+        "scoring": {"activation": "sigmoid", "normalize": True, "scale": scale, "offset": offset},
+        "ranking": {"order": "score"},
+        "training": {**asdict(config), "validation": {k: v for k, v in metrics.items() if k != "calibration"}},
+        "files": {name: None for name in [ENCODER_TFLITE, ENCODER_KERAS, *written]},
+    })
+    return out
+
+
+def write_report(out: Path, history: dict, metrics: dict) -> None:
+    """``metrics.json``, ``history.json`` and ``report.png`` (loss curves, validation metrics)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "history.json").write_text(json.dumps({k: [float(v) for v in vs] for k, vs in history.items()}, indent=2) + "\n")
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("loss", "val_loss"):
+        if key in history:
+            left.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)
+    left.set_xlabel("epoch")
+    left.set_ylabel("triplet loss")
+    left.legend()
+    left.set_title("training")
+    names = ["mAP", "hit@1", "hit@5", "hit@20"]
+    right.bar(names, [metrics.get(n, float("nan")) for n in names], color="#1f77b4")
+    right.set_ylim(0, 1)
+    right.set_title(f"validation ({metrics['val_images']} images)")
+    figure.tight_layout()
+    figure.savefig(out / "report.png", dpi=100)
+    plt.close(figure)
