@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     tag.add_argument("--top-k", type=_positive, default=20, help="tags per image (default 20)")
     tag.add_argument("--min-score", type=_score, default=0.0, help="drop tags scoring below this (0..1)")
-    tag.add_argument("--model", default=None, help="bundle folder, config.yaml or config URL (default: the built-in model)")
+    tag.add_argument("--model", action="append", default=None,
+                     help="bundle folder, config.yaml or config URL (default: the built-in model); repeat it to tag "
+                          "with several models, e.g. your own bundle and 'default' (each model's tags stay a group)")
     tag.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     tag.add_argument("--no-broader", action="store_true", help="leave out broader tags such as 'dog', 'animal'")
     tag.add_argument("--order", choices=("specific", "score"), default=None,
@@ -181,13 +183,17 @@ def _tag(args) -> int:
     from .predictors import ImagePredictor, LabelPredictor
     from .tagging import find_images, tag_files
 
+    models = []
     try:
-        bundle = load_bundle(args.model or DEFAULT_CONFIG)
-        image_predictor = ImagePredictor(bundle, num_threads=args.threads, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
-        label_predictor = LabelPredictor(bundle)
+        for location in args.model or [str(DEFAULT_CONFIG)]:
+            bundle = load_bundle(DEFAULT_CONFIG if location == "default" else location)
+            name = bundle.name if bundle.name not in [m[0] for m in models] else f"{bundle.name} {len(models) + 1}"
+            predictor = ImagePredictor(bundle, num_threads=args.threads, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+            models.append((name, predictor, LabelPredictor(bundle)))
     except BundleError as exc:
         print(f"image-tags: {exc}", file=sys.stderr)
         return 2
+    (main_name, image_predictor, label_predictor), also = models[0], models[1:]
     files = find_images(args.paths)
     if not files:
         print("image-tags: no image files found under " + ", ".join(args.paths), file=sys.stderr)
@@ -198,13 +204,13 @@ def _tag(args) -> int:
         from tqdm import tqdm
 
         progress = tqdm(total=len(files), unit="img", file=sys.stderr, desc="tagging")
-    write = writer(args.format, sys.stdout)
+    write = writer(args.format, sys.stdout, main_model=main_name)
     failures = 0
     try:
         for result in tag_files(
             files, image_predictor, label_predictor,
             top_k=args.top_k, min_score=args.min_score, include_broader=not args.no_broader,
-            order=args.order, batch_size=args.batch_size,
+            order=args.order, batch_size=args.batch_size, also=also,
             on_done=progress.update if progress else None,
         ):
             failures += not result.ok

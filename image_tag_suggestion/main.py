@@ -62,7 +62,10 @@ def sidebar() -> dict:
     choices["config URL…"] = ""
     choice = st.sidebar.selectbox("Model", list(choices), help=f"bundles found under {os.path.abspath(MODELS_DIR)}")
     location = choices[choice] or st.sidebar.text_input("Config URL", placeholder="https://…/config.yaml").strip()
-    return {"top_k": top_k, "min_score": min_score, "include_broader": include_broader, "location": location}
+    locations = [location]
+    if location and location != str(DEFAULT_CONFIG) and st.sidebar.checkbox("Also show the built-in general tags", value=True):
+        locations.append(str(DEFAULT_CONFIG))
+    return {"top_k": top_k, "min_score": min_score, "include_broader": include_broader, "locations": locations}
 
 
 def main() -> None:
@@ -71,41 +74,49 @@ def main() -> None:
     st.caption("Upload photos and get the descriptive tags that fit them best. Scores are the model's "
                "probability that a tag applies; broader tags add up the classes below them.")
     options = sidebar()
-    if not options["location"]:
+    if not options["locations"][0]:
         st.info("Enter the URL of a bundle's config.yaml in the sidebar.")
         return
-    try:
-        image_predictor, label_predictor = load_predictors(options["location"])
-    except BundleError as exc:
-        st.error(f"Cannot load this model: {exc}")
-        return
+    models = []
+    for location in options["locations"]:
+        try:
+            models.append((location, *load_predictors(location)))
+        except BundleError as exc:
+            st.error(f"Cannot load this model: {exc}")
+            return
+    names = [image_predictor.bundle.name for _, image_predictor, _ in models]
 
     uploads = st.file_uploader("Photos", type=UPLOAD_TYPES, accept_multiple_files=True)
     results = []
     for upload in uploads or []:
-        embedding, pixels, error = embed_upload(options["location"], upload.name, upload.getvalue())
         st.subheader(upload.name)
+        outputs = [embed_upload(location, upload.name, upload.getvalue()) for location, _, _ in models]
+        _, pixels, error = outputs[0]
         if error:
             st.error(error)
             results.append(TagResult(upload.name, error=error))
             continue
-        tags = label_predictor.predict_from_array(
-            embedding, top_k=options["top_k"], min_score=options["min_score"], include_broader=options["include_broader"]
-        )
-        result = TagResult(upload.name, tags=tags)
-        results.append(result)
+        groups = [
+            label_predictor.predict_from_array(embedding, top_k=options["top_k"], min_score=options["min_score"],
+                                               include_broader=options["include_broader"])
+            for (_, _, label_predictor), (embedding, _, _) in zip(models, outputs)
+        ]
+        results.append(TagResult(upload.name, tags=groups[0], more=dict(zip(names[1:], groups[1:]))))
         left, right = st.columns([2, 3])
         left.image(pixels, width="stretch")
-        if tags:
-            right.altair_chart(tags_chart(tags), width="stretch")
-            right.code(tag_line(result), language=None, wrap_lines=True)
-        else:
-            right.warning("No tag reaches the minimum score.")
+        for name, tags in zip(names, groups):
+            if len(models) > 1:
+                right.markdown(f"**{name}**")
+            if tags:
+                right.altair_chart(tags_chart(tags), width="stretch")
+                right.code(tag_line(tags), language=None, wrap_lines=True)
+            else:
+                right.warning("No tag reaches the minimum score.")
     if results:
         st.divider()
         first, second = st.columns(2)
-        first.download_button("Download all tags (CSV)", to_csv(results), "tags.csv", "text/csv")
-        second.download_button("Download all tags (JSON)", to_json(results), "tags.json", "application/json")
+        first.download_button("Download all tags (CSV)", to_csv(results, names[0]), "tags.csv", "text/csv")
+        second.download_button("Download all tags (JSON)", to_json(results, names[0]), "tags.json", "application/json")
 
 
 main()

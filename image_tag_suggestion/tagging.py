@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -20,13 +20,20 @@ from .scoring import Tag
 
 @dataclass
 class TagResult:
-    """The outcome for one input: ``tags`` or ``error``, never both."""
+    """The outcome for one input: ``tags`` or ``error``, never both.
+
+    ``more``: when other models were asked for too (``tag_files(..., also=...)``),
+    their tags by model name. Scores of different models mean different things (a
+    softmax share, a calibrated probability), so each model's tags stay a group of
+    their own rather than one merged ranking.
+    """
 
     file: str
     tags: list[Tag] | None = None
     error: str | None = None
     embedding: np.ndarray | None = None
     pixels: np.ndarray | None = None  # the upright decoded image, when asked for
+    more: dict[str, list[Tag]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -67,19 +74,24 @@ def tag_files(
     workers: int | None = None,
     on_done: Callable[[int], None] | None = None,
     keep_pixels_min_size: int | None = None,
+    also: Sequence[tuple[str, ImagePredictor, LabelPredictor]] = (),
 ) -> Iterator[TagResult]:
     """Yield one :class:`TagResult` per file (path, upload or bytes), in input order.
 
     ``keep_pixels_min_size``: also return each decoded image, with its short side
     at least this big (for showing it); by default pixels are not kept.
+    ``also``: more models ``(name, image predictor, label predictor)`` to tag each image
+    with; an image is decoded once for all of them.
     """
     workers = workers or min(8, (os.cpu_count() or 1) + 1)
-    min_size = max(keep_pixels_min_size or 0, image_predictor.preprocessing.resize)
+    models = [(None, image_predictor, label_predictor), *also]
+    min_size = max([keep_pixels_min_size or 0] + [ip.preprocessing.resize for _, ip, _ in models])
 
     def prepare(file):
         try:
             pixels = image_predictor.load(file, min_size=min_size)
-            return image_predictor.preprocessing.crop(pixels), None, pixels if keep_pixels_min_size else None
+            crops = [ip.preprocessing.crop(pixels) for _, ip, _ in models]
+            return crops, None, pixels if keep_pixels_min_size else None
         except ImageError as exc:
             return None, str(exc), None
         except MemoryError:
@@ -93,18 +105,21 @@ def tag_files(
             prepared = list(pending[index])
             if index + 2 < len(batches):
                 pending.append(pool.map(prepare, batches[index + 2]))
-            good = [i for i, (crop, _, _) in enumerate(prepared) if crop is not None]
-            embeddings = image_predictor.encode_crops(np.stack([prepared[i][0] for i in good])) if good else None
-            tags = (
-                label_predictor.predict_batch(embeddings, top_k, min_score, include_broader, order) if good else []
-            )
-            by_position = dict(zip(good, range(len(good))))
+            good = [i for i, (crops, _, _) in enumerate(prepared) if crops is not None]
+            embeddings, tags = [], []
+            for m, (_, ip, lp) in enumerate(models):
+                if not good:
+                    break
+                embeddings.append(ip.encode_crops(np.stack([prepared[i][0][m] for i in good])))
+                tags.append(lp.predict_batch(embeddings[-1], top_k, min_score, include_broader, order))
+            row_of = dict(zip(good, range(len(good))))
             for position, file in enumerate(batch):
                 name = describe_source(file)
-                if position in by_position:
-                    row = by_position[position]
-                    yield TagResult(name, tags=tags[row], embedding=embeddings[row], pixels=prepared[position][2])
-                else:
+                if position not in row_of:
                     yield TagResult(name, error=prepared[position][1])
+                    continue
+                row = row_of[position]
+                more = {models[m][0]: tags[m][row] for m in range(1, len(models))}
+                yield TagResult(name, tags=tags[0][row], embedding=embeddings[0][row], pixels=prepared[position][2], more=more)
             if on_done:
                 on_done(len(batch))

