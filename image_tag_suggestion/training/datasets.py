@@ -62,6 +62,19 @@ class LabeledDataset:
         pick = lambda idx: LabeledDataset(self.label_ids, self.label_names, [self.examples[i] for i in sorted(idx)], self.closed_world)
         return pick(order[n_val:]), pick(order[:n_val])
 
+    def label_matrices(self):
+        """(positive, verified) boolean matrices, images x labels; in a closed world every pair is verified."""
+        import numpy as np
+
+        positive = np.zeros((len(self.examples), len(self.label_ids)), dtype=bool)
+        verified = np.zeros_like(positive)
+        for row, example in enumerate(self.examples):
+            positive[row, list(example.positives)] = True
+            verified[row, list(example.positives) + list(example.negatives)] = True
+        if self.closed_world:
+            verified[:] = True
+        return positive, verified
+
     def summary(self) -> str:
         counts = Counter(p for e in self.examples for p in e.positives)
         skipped = "; skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())) if self.skipped else ""

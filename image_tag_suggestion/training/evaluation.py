@@ -66,13 +66,7 @@ def evaluate_scores(scores: np.ndarray, dataset: LabeledDataset, available: np.n
     n_images, n_labels = scores.shape
     if available is None:
         available = np.ones(n_labels, dtype=bool)
-    positive = np.zeros((n_images, n_labels), dtype=bool)
-    verified = np.zeros((n_images, n_labels), dtype=bool)
-    for row, example in enumerate(dataset.examples):
-        positive[row, list(example.positives)] = True
-        verified[row, list(example.positives) + list(example.negatives)] = True
-    if dataset.closed_world:
-        verified[:] = True
+    positive, verified = dataset.label_matrices()
     per_class, aps = [], []
     for label in range(n_labels):
         rows = verified[:, label]

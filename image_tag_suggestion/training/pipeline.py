@@ -24,7 +24,7 @@ def _ragged(rows) -> tf.RaggedTensor:
     return tf.RaggedTensor.from_row_lengths(values, lengths)
 
 
-def _label_sampler(n_labels: int, seed: int):
+def _label_sampler(n_labels: int):
     def sample(positives, negatives):
         mask = tf.reduce_max(tf.one_hot(positives, n_labels, dtype=tf.uint8), axis=0)
         positive = tf.gather(positives, tf.random.uniform([], 0, tf.size(positives), dtype=tf.int32))
@@ -84,7 +84,7 @@ def image_dataset(dataset: LabeledDataset, input_size: int, normalisation: tuple
                                                _ragged([e.negatives for e in examples])))
     if training:
         data = data.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
-    sample = _label_sampler(len(dataset.label_ids), seed)
+    sample = _label_sampler(len(dataset.label_ids))
     mean, std = normalisation
 
     def prepare(path, positives, negatives):
@@ -108,7 +108,7 @@ def feature_dataset(features: np.ndarray, dataset: LabeledDataset, batch_size: i
                                                _ragged([e.negatives for e in examples])))
     if training:
         data = data.shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
-    sample = _label_sampler(len(dataset.label_ids), seed)
+    sample = _label_sampler(len(dataset.label_ids))
 
     def prepare(views, positives, negatives):
         view = tf.random.uniform([], 0, tf.shape(views)[0], dtype=tf.int32) if training else 0

@@ -71,8 +71,8 @@ def choose_strategy():
     return tf.distribute.get_strategy()
 
 
-def compute_features(backbone, dataset: LabeledDataset, config: TrainConfig, views: int, verbose: int) -> np.ndarray:
-    """Pooled backbone features per image: view 0 the serving crop, view 1 its mirror image."""
+def serving_view(dataset: LabeledDataset, config: TrainConfig, batch_size: int = 32):
+    """The images as serving sees them (resize, centre crop), batched, without labels."""
     import tensorflow as tf
 
     from .models import BACKBONE_NORMALISATION
@@ -81,7 +81,14 @@ def compute_features(backbone, dataset: LabeledDataset, config: TrainConfig, vie
     mean, std = BACKBONE_NORMALISATION[config.backbone]
     paths = tf.data.Dataset.from_tensor_slices([e.path for e in dataset.examples])
     images = paths.map(lambda p: load_and_augment(p, config.input_size, mean, std, training=False), num_parallel_calls=AUTOTUNE)
-    images = images.batch(32).prefetch(AUTOTUNE)
+    return images.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def compute_features(backbone, dataset: LabeledDataset, config: TrainConfig, views: int, verbose: int) -> np.ndarray:
+    """Pooled backbone features per image: view 0 the serving crop, view 1 its mirror image."""
+    import tensorflow as tf
+
+    images = serving_view(dataset, config)
     out = [backbone.predict(images, verbose=verbose)]
     if views > 1:
         out.append(backbone.predict(images.map(lambda x: tf.reverse(x, axis=[2])), verbose=verbose))
@@ -96,7 +103,6 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
     resumes at the last finished epoch. ``callbacks``: extra Keras callbacks.
     """
     import keras
-    import tensorflow as tf
 
     from .models import BACKBONE_NORMALISATION, TagEmbeddingModel, build_backbone, build_head, build_image_encoder
     from .pipeline import feature_dataset, image_dataset
@@ -145,15 +151,10 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
     if config.frozen:
         val_embeddings = np.asarray(head.predict(val_features[:, 0], verbose=0))
     else:
-        from .pipeline import AUTOTUNE, load_and_augment
-
-        mean, std = BACKBONE_NORMALISATION[config.backbone]
-        images = tf.data.Dataset.from_tensor_slices([e.path for e in val_set.examples]).map(
-            lambda p: load_and_augment(p, config.input_size, mean, std, training=False), num_parallel_calls=AUTOTUNE)
-        val_embeddings = np.asarray(encoder.predict(images.batch(config.batch_size), verbose=0))
+        val_embeddings = np.asarray(encoder.predict(serving_view(val_set, config, config.batch_size), verbose=0))
     label_table = model.label_embeddings_array()
     similarities = val_embeddings @ label_table.T
-    positive, verified = _targets(val_set, len(dataset.label_ids))
+    positive, verified = val_set.label_matrices()
     scale, offset = fit_platt(*calibration_pairs(similarities, positive, verified))
     probabilities = 1.0 / (1.0 + np.exp(-(scale * similarities + offset)))
     evaluation = evaluate_scores(probabilities, val_set)
@@ -165,15 +166,6 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
     export_bundle(out, full_encoder, dataset, label_table, config, scale, offset, metrics)
     write_report(out, history.history, metrics)
     return metrics
-
-
-def _targets(dataset: LabeledDataset, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
-    positive = np.zeros((len(dataset.examples), n_labels), dtype=bool)
-    verified = np.zeros_like(positive)
-    for row, e in enumerate(dataset.examples):
-        positive[row, list(e.positives)] = True
-        verified[row, list(e.positives) + list(e.negatives)] = True
-    return positive, (np.ones_like(verified) if dataset.closed_world else verified)
 
 
 def export_bundle(out: Path, encoder, dataset: LabeledDataset, label_table: np.ndarray, config: TrainConfig,
