@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--batch-size", type=_positive, default=16, help="images per encoder call (default 16)")
     tag.add_argument("--threads", type=_positive, default=None, help="encoder threads (default: all cores)")
     tag.add_argument("--max-pixels", type=_positive, default=None, help="refuse images with more pixels than this")
+    tag.add_argument("--xmp", action="store_true",
+                     help="write/merge PHOTO.xmp sidecars (dc:subject keywords, lr:hierarchicalSubject paths)")
+    tag.add_argument("--json-sidecar", action="store_true", help="write PHOTO.tags.json sidecars")
     tag.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     train = commands.add_parser("train", help="train an embedding model on labelled images and export a bundle")
@@ -81,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--port", type=_positive, default=None)
     app.add_argument("--address", default=None, help="address to bind (default 0.0.0.0 when $PORT is set, else localhost)")
     return parser
+
+
+def _write_sidecars(result, models, args) -> None:
+    from .sidecars import keywords_and_paths, write_json, write_xmp
+
+    groups = [(result.tags, models[0][2])] + [(result.more[name], lp) for name, _, lp in models[1:]]
+    if args.xmp:
+        write_xmp(result.file, *keywords_and_paths([(tags, lp.labels) for tags, lp in groups]))
+    if args.json_sidecar:
+        write_json(result.file, [t for tags, _ in groups for t in tags], ", ".join(name for name, _, _ in models))
 
 
 def _data_arguments(parser) -> None:
@@ -213,6 +226,11 @@ def _tag(args) -> int:
             order=args.order, batch_size=args.batch_size, also=also,
             on_done=progress.update if progress else None,
         ):
+            if result.ok and (args.xmp or args.json_sidecar):
+                try:
+                    _write_sidecars(result, models, args)
+                except (OSError, ValueError) as exc:
+                    result.error = f"{result.file}: tags found but the sidecar could not be written ({exc})"
             failures += not result.ok
             write(result)
             sys.stdout.flush()

@@ -6,11 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # WordNet rebuilds the default bundle's vocabulary; Chromium runs the browser test
-# (driven by the PyPI playwright package: never `playwright install`, which downloads a browser).
-if [ ! -f /usr/share/wordnet/index.sense ] || ! command -v chromium >/dev/null; then
+# (driven by the PyPI playwright package: never `playwright install`, which downloads a browser);
+# exiftool, a real XMP reader, checks the sidecars we write.
+if [ ! -f /usr/share/wordnet/index.sense ] || ! command -v chromium >/dev/null || ! command -v exiftool >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q wordnet-base wordnet-sense-index chromium
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q wordnet-base wordnet-sense-index chromium libimage-exiftool-perl
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

