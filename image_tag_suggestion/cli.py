@@ -80,6 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--per-class", default=None, metavar="CSV", help="write AP per class to this CSV")
     evaluate.add_argument("-q", "--quiet", action="store_true")
 
+    index = commands.add_parser("index", help="index a collection (SQLite): paths, hashes, embeddings, tags; "
+                                              "re-runs process only new or changed files")
+    index.add_argument("paths", nargs="+", metavar="PATH", help="folders or files")
+    index.add_argument("--out", required=True, metavar="INDEX", help="the index file (created or updated)")
+    index.add_argument("--model", default=None, help="bundle (default: the built-in model)")
+    index.add_argument("--batch-size", type=_positive, default=32)
+    index.add_argument("-q", "--quiet", action="store_true")
+
+    search = commands.add_parser("search", help="images of an index ranked by one tag's score")
+    search.add_argument("index", metavar="INDEX")
+    search.add_argument("tag", help="a tag's name (or id), e.g. dog")
+    search.add_argument("--top-k", type=_positive, default=20)
+    search.add_argument("--format", choices=("table", "jsonl"), default="table")
+
+    similar = commands.add_parser("similar", help="images of an index ranked by similarity to a photo")
+    similar.add_argument("index", metavar="INDEX")
+    similar.add_argument("photo", help="any photo, in the index or not")
+    similar.add_argument("--top-k", type=_positive, default=20)
+    similar.add_argument("--format", choices=("table", "jsonl"), default="table")
+
     app = commands.add_parser("app", help="run the Streamlit app (port from --port, else $PORT, else 8501)")
     app.add_argument("--port", type=_positive, default=None)
     app.add_argument("--address", default=None, help="address to bind (default 0.0.0.0 when $PORT is set, else localhost)")
@@ -110,9 +130,81 @@ def main(argv: list[str] | None = None) -> int:
         return _app(args)
     if args.command == "train":
         return _train(args)
+    if args.command == "index":
+        return _index(args)
+    if args.command in ("search", "similar"):
+        return _query(args)
     if args.command == "evaluate":
         return _evaluate(args)
     return 2  # unreachable: argparse requires a command
+
+
+def _index(args) -> int:
+    from .bundle import DEFAULT_CONFIG, BundleError, load_bundle
+    from .collection import CollectionError, build_index
+    from .predictors import ImagePredictor, LabelPredictor
+
+    try:
+        bundle = load_bundle(args.model or DEFAULT_CONFIG)
+    except BundleError as exc:
+        print(f"image-tags: {exc}", file=sys.stderr)
+        return 2
+    progress = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        progress = tqdm(total=0, unit="img", file=sys.stderr, desc="indexing")
+
+    def start(total):
+        if progress:
+            progress.reset(total=total)
+
+    try:
+        report = build_index(args.paths, args.out, ImagePredictor(bundle), LabelPredictor(bundle), args.batch_size,
+                             on_start=start, on_done=progress.update if progress else None)
+    except CollectionError as exc:
+        print(f"image-tags: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if progress:
+            progress.close()
+    for error in report.failed:
+        print(f"image-tags: {error}", file=sys.stderr)
+    print(f"{args.out}: {report.summary()}")
+    return 1 if report.failed else 0
+
+
+def _query(args) -> int:
+    import json
+
+    from .collection import CollectionError, EmbeddingMatrix, index_meta, search_tag
+
+    try:
+        if args.command == "search":
+            title, hits = search_tag(args.index, args.tag, args.top_k)
+        else:
+            from .bundle import load_bundle
+            from .images import ImageError
+            from .predictors import ImagePredictor
+
+            meta = index_meta(args.index)
+            matrix = EmbeddingMatrix.load(args.index)
+            try:
+                embedding, _ = ImagePredictor(load_bundle(meta["model_path"])).predict_from_file(args.photo)
+            except ImageError as exc:
+                raise CollectionError(str(exc)) from None
+            title, hits = f"like {args.photo}", matrix.nearest(embedding, args.top_k)
+    except CollectionError as exc:
+        print(f"image-tags: {exc}", file=sys.stderr)
+        return 1
+    for hit in hits:
+        if args.format == "jsonl":
+            print(json.dumps({"file": hit.path, "score": round(hit.score, 4)}))
+        else:
+            print(f"{hit.score:6.3f}  {hit.path}")
+    if not hits:
+        print(f"image-tags: no indexed image has the tag {title!r}", file=sys.stderr)
+    return 0
 
 
 def _load_data(args):

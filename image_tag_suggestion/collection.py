@@ -1,0 +1,247 @@
+"""A photo collection's index: per image its path, size, mtime, content hash,
+embedding and tags with scores, in one SQLite file.
+
+Why SQLite: it ships with Python, every language and many GUI tools read it, and
+an incremental re-index is a handful of row updates in a transaction (a columnar
+file such as Parquet would be rewritten whole). Embeddings are float16 blobs.
+
+    image-tags index photos/ --out photos.sqlite
+    image-tags search photos.sqlite dog
+    image-tags similar photos.sqlite query.jpg
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .bundle import Bundle, sha256_of
+from .predictors import ImagePredictor, LabelPredictor
+from .tagging import find_images, tag_files
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    path TEXT UNIQUE NOT NULL,      -- absolute path
+    size INTEGER NOT NULL,          -- bytes
+    mtime REAL NOT NULL,            -- seconds since the epoch
+    sha256 TEXT NOT NULL,           -- of the file's content
+    error TEXT,                     -- why it could not be tagged; NULL when it was
+    embedding BLOB                  -- float16, the model's embedding_dim values
+);
+CREATE TABLE IF NOT EXISTS tags (
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    tag_id TEXT NOT NULL,
+    score REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tags_by_tag ON tags (tag_id, score DESC);
+CREATE INDEX IF NOT EXISTS tags_by_image ON tags (image_id);
+CREATE TABLE IF NOT EXISTS labels (tag_id TEXT PRIMARY KEY, label TEXT NOT NULL, broader INTEGER NOT NULL);
+"""
+#: Tags stored per image: the best ones, down to this score (search ranks by them).
+STORED_TAGS, STORED_MIN_SCORE = 50, 0.001
+
+
+class CollectionError(ValueError):
+    """The index is missing, made with another model, or the query cannot be answered."""
+
+
+@dataclass
+class IndexReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, {self.removed} removed, "
+                f"{len(self.failed)} failed")
+
+
+def model_fingerprint(bundle: Bundle) -> str:
+    return hashlib.sha256(json.dumps(bundle.config.get("files", {}), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def connect(index: str | os.PathLike, create: bool = False) -> sqlite3.Connection:
+    path = Path(index)
+    if not create and not path.is_file():
+        raise CollectionError(f"{path}: no such index (make one with: image-tags index FOLDER --out {path})")
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.executescript(SCHEMA)
+    return connection
+
+
+def build_index(
+    roots: Sequence[str | os.PathLike],
+    index: str | os.PathLike,
+    image_predictor: ImagePredictor,
+    label_predictor: LabelPredictor,
+    batch_size: int = 32,
+    on_start: Callable[[int], None] | None = None,
+    on_done: Callable[[int], None] | None = None,
+) -> IndexReport:
+    """Index every image under ``roots``; only new or changed files are processed, and
+    files that disappeared from under the roots are dropped."""
+    bundle = image_predictor.bundle
+    connection = connect(index, create=True)
+    report = IndexReport()
+    with connection:
+        _check_model(connection, bundle, label_predictor)
+    files = [os.path.abspath(f) for f in find_images(roots)]
+    known = {row[0]: row[1:] for row in connection.execute("SELECT path, size, mtime, sha256, id FROM images")}
+    todo, hashes = [], {}
+    for path in files:
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            report.failed.append(f"{path}: {exc.strerror}")
+            continue
+        previous = known.get(path)
+        if previous and previous[0] == stat.st_size and previous[1] == stat.st_mtime:
+            report.unchanged += 1
+            continue
+        digest = sha256_of(path)
+        if previous and previous[2] == digest:  # touched, not changed
+            with connection:
+                connection.execute("UPDATE images SET size = ?, mtime = ? WHERE id = ?", (stat.st_size, stat.st_mtime, previous[3]))
+            report.unchanged += 1
+            continue
+        hashes[path] = (stat.st_size, stat.st_mtime, digest)
+        todo.append(path)
+    roots_abs = [os.path.abspath(r) for r in roots]
+    present = set(files)
+    gone = [p for p in known if p not in present and any(p == r or p.startswith(r.rstrip(os.sep) + os.sep) for r in roots_abs)]
+    with connection:
+        connection.executemany("DELETE FROM images WHERE path = ?", [(p,) for p in gone])
+    report.removed = len(gone)
+    if on_start:
+        on_start(len(todo))
+
+    pending = []
+    results = tag_files(todo, image_predictor, label_predictor, top_k=STORED_TAGS, min_score=STORED_MIN_SCORE,
+                        order="score", batch_size=batch_size, on_done=on_done)
+    for result in results:
+        size, mtime, digest = hashes[result.file]
+        is_new = result.file not in known
+        embedding = result.embedding.astype(np.float16).tobytes() if result.ok else None
+        pending.append((result, size, mtime, digest, embedding))
+        if result.ok:
+            report.added += is_new
+            report.updated += not is_new
+        else:
+            report.failed.append(result.error)
+        if len(pending) >= batch_size:
+            _store(connection, pending)
+            pending = []
+    _store(connection, pending)
+    connection.close()
+    return report
+
+
+def _store(connection: sqlite3.Connection, rows) -> None:
+    """One transaction per batch: an interrupted run keeps what it finished."""
+    with connection:
+        for result, size, mtime, digest, embedding in rows:
+            connection.execute("DELETE FROM images WHERE path = ?", (result.file,))
+            cursor = connection.execute(
+                "INSERT INTO images (path, size, mtime, sha256, error, embedding) VALUES (?, ?, ?, ?, ?, ?)",
+                (result.file, size, mtime, digest, result.error, embedding))
+            if result.ok:
+                connection.executemany("INSERT INTO tags (image_id, tag_id, score) VALUES (?, ?, ?)",
+                                       [(cursor.lastrowid, t.id, t.score) for t in result.tags])
+
+
+def _check_model(connection: sqlite3.Connection, bundle: Bundle, label_predictor: LabelPredictor) -> None:
+    meta = dict(connection.execute("SELECT key, value FROM meta"))
+    fingerprint = model_fingerprint(bundle)
+    if meta and meta.get("model_fingerprint") != fingerprint:
+        raise CollectionError(f"this index was made with the model {meta.get('model_name')!r} ({meta.get('model_path')}); "
+                          "index with that model, or start a new index")
+    if not meta:
+        connection.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
+            ("format_version", "1"), ("model_name", bundle.name), ("model_path", str(bundle.folder)),
+            ("model_fingerprint", fingerprint), ("embedding_dim", str(bundle.embedding_dim)),
+        ])
+        labels = label_predictor.labels
+        connection.executemany("INSERT OR REPLACE INTO labels (tag_id, label, broader) VALUES (?, ?, ?)",
+                               [(i, n, int(b)) for i, n, b in zip(labels.ids, labels.names, labels.is_broader)])
+
+
+def index_meta(index: str | os.PathLike) -> dict[str, str]:
+    connection = connect(index)
+    try:
+        return dict(connection.execute("SELECT key, value FROM meta"))
+    finally:
+        connection.close()
+
+
+@dataclass
+class Hit:
+    path: str
+    score: float
+
+
+def search_tag(index: str | os.PathLike, query: str, top_k: int = 20) -> tuple[str, list[Hit]]:
+    """Images ranked by one tag's score; returns (the tag's label, hits). Unknown tags raise
+    with the nearest known ones."""
+    connection = connect(index)
+    try:
+        labels = dict(connection.execute("SELECT lower(label), tag_id FROM labels"))
+        ids = {tag_id for tag_id in labels.values()}
+        tag_id = query if query in ids else labels.get(query.strip().lower())
+        if tag_id is None:
+            near = difflib.get_close_matches(query.lower(), list(labels), n=5, cutoff=0.6)
+            near += [label for label in labels if query.lower() in label and label not in near][: 5 - len(near)]
+            hint = ", ".join(near) if near else "none close; try a broader word such as 'animal' or 'vehicle'"
+            raise CollectionError(f"unknown tag {query!r}; nearest known tags: {hint}")
+        label = connection.execute("SELECT label FROM labels WHERE tag_id = ?", (tag_id,)).fetchone()[0]
+        rows = connection.execute(
+            "SELECT images.path, tags.score FROM tags JOIN images ON images.id = tags.image_id "
+            "WHERE tags.tag_id = ? ORDER BY tags.score DESC LIMIT ?", (tag_id, top_k)).fetchall()
+        return label, [Hit(p, s) for p, s in rows]
+    finally:
+        connection.close()
+
+
+class EmbeddingMatrix:
+    """All embeddings of an index in memory, unit-normalised, for exact similarity search."""
+
+    def __init__(self, paths: list[str], embeddings: np.ndarray):
+        self.paths = paths
+        norms = np.linalg.norm(embeddings.astype(np.float32), axis=1, keepdims=True)
+        self.unit = (embeddings / np.maximum(norms, 1e-12)).astype(np.float16)
+
+    @classmethod
+    def load(cls, index: str | os.PathLike) -> "EmbeddingMatrix":
+        connection = connect(index)
+        try:
+            dim = int(dict(connection.execute("SELECT key, value FROM meta"))["embedding_dim"])
+            rows = connection.execute("SELECT path, embedding FROM images WHERE embedding IS NOT NULL ORDER BY id").fetchall()
+        finally:
+            connection.close()
+        embeddings = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(rows), dim)
+        return cls([r[0] for r in rows], embeddings)
+
+    def nearest(self, query: np.ndarray, top_k: int = 20, chunk: int = 8192) -> list[Hit]:
+        """Cosine similarity, exact: a matrix product in chunks, then a partial sort."""
+        query = (query / max(float(np.linalg.norm(query)), 1e-12)).astype(np.float32)
+        scores = np.empty(len(self.paths), np.float32)
+        for start in range(0, len(self.paths), chunk):
+            scores[start : start + chunk] = self.unit[start : start + chunk].astype(np.float32) @ query
+        k = min(top_k, len(scores))
+        if k == 0:
+            return []
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [Hit(self.paths[i], float(scores[i])) for i in best]

