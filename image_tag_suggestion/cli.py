@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--out", required=True, metavar="INDEX", help="the index file (created or updated)")
     index.add_argument("--model", default=None, help="bundle (default: the built-in model)")
     index.add_argument("--batch-size", type=_positive, default=32)
+    index.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="ray: tag on Ray Data workers (RAY_ADDRESS for a cluster); same index either way")
     index.add_argument("-q", "--quiet", action="store_true")
 
     search = commands.add_parser("search", help="images of an index ranked by one tag's score")
@@ -161,7 +163,7 @@ def _index(args) -> int:
 
     try:
         report = build_index(args.paths, args.out, ImagePredictor(bundle), LabelPredictor(bundle), args.batch_size,
-                             on_start=start, on_done=progress.update if progress else None)
+                             on_start=start, on_done=progress.update if progress else None, engine=args.engine)
     except CollectionError as exc:
         print(f"image-tags: {exc}", file=sys.stderr)
         return 2

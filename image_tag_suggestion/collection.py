@@ -90,9 +90,14 @@ def build_index(
     batch_size: int = 32,
     on_start: Callable[[int], None] | None = None,
     on_done: Callable[[int], None] | None = None,
+    engine: str = "local",
 ) -> IndexReport:
     """Index every image under ``roots``; only new or changed files are processed, and
-    files that disappeared from under the roots are dropped."""
+    files that disappeared from under the roots are dropped.
+
+    ``engine="ray"`` tags the files on Ray Data workers (``ray_engine.py``) instead of
+    this process; the index written is the same.
+    """
     bundle = image_predictor.bundle
     connection = connect(index, create=True)
     report = IndexReport()
@@ -129,8 +134,16 @@ def build_index(
         on_start(len(todo))
 
     pending = []
-    results = tag_files(todo, image_predictor, label_predictor, top_k=STORED_TAGS, min_score=STORED_MIN_SCORE,
-                        order="score", batch_size=batch_size, on_done=on_done)
+    if engine == "ray":
+        from .ray_engine import tag_files_on_ray
+
+        results = tag_files_on_ray(todo, bundle, top_k=STORED_TAGS, min_score=STORED_MIN_SCORE,
+                                   batch_size=batch_size, on_done=on_done)
+    elif engine == "local":
+        results = tag_files(todo, image_predictor, label_predictor, top_k=STORED_TAGS, min_score=STORED_MIN_SCORE,
+                            order="score", batch_size=batch_size, on_done=on_done)
+    else:
+        raise CollectionError(f"unknown engine {engine!r}; choose local or ray")
     for result in results:
         size, mtime, digest = hashes[result.file]
         is_new = result.file not in known

