@@ -17,7 +17,6 @@ import argparse
 import os
 import shutil
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serving import source_photos  # noqa: E402
+from bench_serving import source_photos, timed  # noqa: E402
 
 from image_tag_suggestion import ImagePredictor, LabelPredictor  # noqa: E402
 from image_tag_suggestion.collection import SCHEMA, EmbeddingMatrix, build_index, search_tag  # noqa: E402
@@ -36,13 +35,7 @@ DIM = 1280
 
 
 def median_ms(fn, repeat=10) -> float:
-    fn()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000
+    return timed(fn, repeat) * 1000
 
 
 def clustered(n: int, rng, centres: np.ndarray) -> np.ndarray:

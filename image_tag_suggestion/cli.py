@@ -108,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _progress(total: int, what: str, quiet: bool):
+    """A progress bar on stderr, or None when quiet."""
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", file=sys.stderr, desc=what)
+
+
 def _write_sidecars(result, models, args) -> None:
     from .sidecars import keywords_and_paths, write_json, write_xmp
 
@@ -151,11 +160,7 @@ def _index(args) -> int:
     except BundleError as exc:
         print(f"image-tags: {exc}", file=sys.stderr)
         return 2
-    progress = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        progress = tqdm(total=0, unit="img", file=sys.stderr, desc="indexing")
+    progress = _progress(0, "indexing", args.quiet)
 
     def start(total):
         if progress:
@@ -250,11 +255,7 @@ def _evaluate(args) -> int:
     dataset = _load_data(args)
     if dataset is None:
         return 2
-    progress = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        progress = tqdm(total=len(dataset.examples), unit="img", file=sys.stderr, desc="evaluating")
+    progress = _progress(len(dataset.examples), "evaluating", args.quiet)
     try:
         evaluation = evaluate_bundle(args.model or DEFAULT_CONFIG, dataset, on_done=progress.update if progress else None)
     except BundleError as exc:
@@ -306,11 +307,7 @@ def _tag(args) -> int:
         print("image-tags: no image files found under " + ", ".join(args.paths), file=sys.stderr)
         return 1
 
-    progress = None
-    if not args.quiet and len(files) > PROGRESS_THRESHOLD:
-        from tqdm import tqdm
-
-        progress = tqdm(total=len(files), unit="img", file=sys.stderr, desc="tagging")
+    progress = _progress(len(files), "tagging", args.quiet or len(files) <= PROGRESS_THRESHOLD)
     write = writer(args.format, sys.stdout, main_model=main_name)
     failures = 0
     try:

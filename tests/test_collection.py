@@ -8,10 +8,8 @@ import sqlite3
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from image_tag_suggestion import ImagePredictor, LabelPredictor
 from image_tag_suggestion.collection import CollectionError, EmbeddingMatrix, build_index, search_tag
 
 
