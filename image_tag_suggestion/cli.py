@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-dir", default=None, help="checkpoints; rerun with the same folder to resume")
     train.add_argument("-q", "--quiet", action="store_true")
 
+    prepare = commands.add_parser("prepare", help="pre-resize a training set once (short side --size, JPEG, same layout)")
+    prepare.add_argument("source", help="folder of images")
+    prepare.add_argument("--out", required=True, help="folder to write")
+    prepare.add_argument("--size", type=_positive, default=256, help="short side in pixels (default 256)")
+    prepare.add_argument("-q", "--quiet", action="store_true")
+
     evaluate = commands.add_parser("evaluate", help="mAP (Open Images protocol), hit@1/5/20 of a bundle on labelled images")
     _data_arguments(evaluate)
     evaluate.add_argument("--model", default=None, help="bundle folder, config.yaml or URL (default: the built-in model)")
@@ -147,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return _query(args)
     if args.command == "evaluate":
         return _evaluate(args)
+    if args.command == "prepare":
+        return _prepare(args)
     return 2  # unreachable: argparse requires a command
 
 
@@ -244,6 +252,25 @@ def _train(args) -> int:
     print(json.dumps(metrics, indent=2))
     print(f"image-tags: bundle written to {args.out} (report: {args.out}/report.png)", file=sys.stderr)
     return 0
+
+
+def _prepare(args) -> int:
+    from .training.prepare import prepare_images
+    from .tagging import find_images
+
+    progress = _progress(len(find_images([args.source])), "preparing", args.quiet)
+    try:
+        report = prepare_images(args.source, args.out, args.size, on_done=progress.update if progress else None)
+    except ValueError as exc:
+        print(f"image-tags: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if progress:
+            progress.close()
+    for error in report.failed:
+        print(f"image-tags: {error}", file=sys.stderr)
+    print(f"{args.out}: {report.written} written, {report.skipped} already prepared, {len(report.failed)} failed")
+    return 1 if report.failed else 0
 
 
 def _evaluate(args) -> int:

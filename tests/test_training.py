@@ -167,3 +167,21 @@ def test_cli_trains_on_folders_and_csv_then_tags_and_evaluates(tmp_path):
     assert report["classes_missing_from_model"] == 2  # circle and square: this model only knows colours
     assert report["classes_evaluated"] == 3 and report["mAP"] > 0.8
     assert {row["id"] for row in csv.DictReader(open(per_class))} == {"blue", "green", "red", "circle", "square"}
+
+
+def test_prepare_resizes_once_keeps_layout_and_counts_bad_files(tmp_path):
+    from PIL import Image
+
+    source = tmp_path / "src"
+    (source / "a").mkdir(parents=True)
+    Image.new("RGB", (1200, 800), (10, 200, 30)).save(source / "a" / "big.png")
+    Image.new("RGB", (100, 150), (200, 10, 30)).save(source / "small.jpg")
+    (source / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    cli = [sys.executable, "-m", "image_tag_suggestion.cli", "prepare", str(source), "--out", str(tmp_path / "out"), "-q"]
+    first = subprocess.run(cli, capture_output=True, text=True)
+    assert first.returncode == 1 and "2 written" in first.stdout and "broken.jpg" in first.stderr
+    big = Image.open(tmp_path / "out" / "a" / "big.jpg")
+    assert big.format == "JPEG" and big.size == (384, 256)
+    assert Image.open(tmp_path / "out" / "small.jpg").size == (100, 150)  # never enlarged
+    second = subprocess.run(cli, capture_output=True, text=True)
+    assert "0 written, 2 already prepared" in second.stdout
