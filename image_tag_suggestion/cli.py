@@ -123,6 +123,27 @@ def _progress(total: int, what: str, quiet: bool):
     return tqdm(total=total, unit="img", file=sys.stderr, desc=what)
 
 
+def _with_progress(what: str, quiet: bool, work, errors: tuple):
+    """Run ``work(on_start, on_done)`` under a progress bar; a listed error is printed
+    and gives None (the caller exits 2)."""
+    progress = _progress(0, what, quiet)
+    try:
+        return work(lambda total: progress.reset(total=total) if progress else None,
+                    progress.update if progress else None)
+    except errors as exc:
+        print(f"image-tags: {exc}", file=sys.stderr)
+        return None
+    finally:
+        if progress:
+            progress.close()
+
+
+def _report_failures(failed: list[str]) -> int:
+    for error in failed:
+        print(f"image-tags: {error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _write_sidecars(result, models, args) -> None:
     from .sidecars import keywords_and_paths, write_json, write_xmp
 
@@ -168,25 +189,13 @@ def _index(args) -> int:
     except BundleError as exc:
         print(f"image-tags: {exc}", file=sys.stderr)
         return 2
-    progress = _progress(0, "indexing", args.quiet)
-
-    def start(total):
-        if progress:
-            progress.reset(total=total)
-
-    try:
-        report = build_index(args.paths, args.out, ImagePredictor(bundle), LabelPredictor(bundle), args.batch_size,
-                             on_start=start, on_done=progress.update if progress else None, engine=args.engine)
-    except CollectionError as exc:
-        print(f"image-tags: {exc}", file=sys.stderr)
+    report = _with_progress("indexing", args.quiet, lambda on_start, on_done: build_index(
+        args.paths, args.out, ImagePredictor(bundle), LabelPredictor(bundle), args.batch_size,
+        on_start=on_start, on_done=on_done, engine=args.engine), (CollectionError,))
+    if report is None:
         return 2
-    finally:
-        if progress:
-            progress.close()
-    for error in report.failed:
-        print(f"image-tags: {error}", file=sys.stderr)
     print(f"{args.out}: {report.summary()}")
-    return 1 if report.failed else 0
+    return _report_failures(report.failed)
 
 
 def _query(args) -> int:
@@ -256,21 +265,13 @@ def _train(args) -> int:
 
 def _prepare(args) -> int:
     from .training.prepare import prepare_images
-    from .tagging import find_images
 
-    progress = _progress(len(find_images([args.source])), "preparing", args.quiet)
-    try:
-        report = prepare_images(args.source, args.out, args.size, on_done=progress.update if progress else None)
-    except ValueError as exc:
-        print(f"image-tags: {exc}", file=sys.stderr)
+    report = _with_progress("preparing", args.quiet, lambda on_start, on_done: prepare_images(
+        args.source, args.out, args.size, on_start=on_start, on_done=on_done), (ValueError,))
+    if report is None:
         return 2
-    finally:
-        if progress:
-            progress.close()
-    for error in report.failed:
-        print(f"image-tags: {error}", file=sys.stderr)
     print(f"{args.out}: {report.written} written, {report.skipped} already prepared, {len(report.failed)} failed")
-    return 1 if report.failed else 0
+    return _report_failures(report.failed)
 
 
 def _evaluate(args) -> int:
@@ -282,15 +283,13 @@ def _evaluate(args) -> int:
     dataset = _load_data(args)
     if dataset is None:
         return 2
-    progress = _progress(len(dataset.examples), "evaluating", args.quiet)
-    try:
-        evaluation = evaluate_bundle(args.model or DEFAULT_CONFIG, dataset, on_done=progress.update if progress else None)
-    except BundleError as exc:
-        print(f"image-tags: {exc}", file=sys.stderr)
+    def work(on_start, on_done):
+        on_start(len(dataset.examples))
+        return evaluate_bundle(args.model or DEFAULT_CONFIG, dataset, on_done=on_done)
+
+    evaluation = _with_progress("evaluating", args.quiet, work, (BundleError,))
+    if evaluation is None:
         return 2
-    finally:
-        if progress:
-            progress.close()
     if args.per_class:
         evaluation.write_per_class_csv(args.per_class)
     print(json.dumps(evaluation.as_dict(), indent=2))

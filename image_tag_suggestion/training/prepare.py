@@ -32,11 +32,14 @@ class PrepareReport:
 
 
 def prepare_images(source: str | os.PathLike, out: str | os.PathLike, size: int = 256, quality: int = 90,
-                   workers: int | None = None, on_done: Callable[[int], None] | None = None) -> PrepareReport:
+                   workers: int | None = None, on_start: Callable[[int], None] | None = None,
+                   on_done: Callable[[int], None] | None = None) -> PrepareReport:
     source, out = Path(source), Path(out)
     if not source.is_dir():
         raise ValueError(f"{source}: not a folder")
     files = find_images([source])
+    if on_start:
+        on_start(len(files))
     report = PrepareReport()
 
     def one(path: str):
