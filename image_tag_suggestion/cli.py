@@ -11,6 +11,7 @@ import sys
 from . import __version__
 
 FORMATS = ("table", "csv", "jsonl")  # as in formats.py, kept here so --help needs no imports
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")  # as in training/train.py, for the same reason
 PROGRESS_THRESHOLD = 5
 
 
@@ -72,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weights", default=None, help="mobilenet_v2 start: 'imagenet' (needs internet) or a weights file")
     train.add_argument("--alpha", type=float, default=1.0, help="mobilenet_v2 width multiplier")
     train.add_argument("--checkpoint-dir", default=None, help="checkpoints; rerun with the same folder to resume")
+    train.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="auto: mixed_bfloat16 on GPUs of compute capability 8+, mixed_float16 on 7.x, float32 on CPU")
+    train.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
+                       help="XLA; auto: on for one GPU, off on CPU and with several GPUs or workers")
     train.add_argument("-q", "--quiet", action="store_true")
 
     prepare = commands.add_parser("prepare", help="pre-resize a training set once (short side --size, JPEG, same layout)")
@@ -255,7 +260,8 @@ def _train(args) -> int:
         backbone=args.backbone, embedding_dim=args.embedding_dim, input_size=args.input_size, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate, margin=args.margin,
         val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
-        freeze_backbone=args.freeze_backbone, weights=args.weights, alpha=args.alpha,
+        freeze_backbone=args.freeze_backbone, weights=args.weights, alpha=args.alpha, precision=args.precision,
+        jit_compile={"auto": None, "on": True, "off": False}[args.jit_compile],
     )
     metrics = train(dataset, config, args.out, checkpoint_dir=args.checkpoint_dir, verbose=0 if args.quiet else 1)
     print(json.dumps(metrics, indent=2))

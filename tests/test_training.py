@@ -187,3 +187,53 @@ def test_prepare_resizes_once_keeps_layout_and_counts_bad_files(tmp_path):
     assert Image.open(tmp_path / "out" / "small.jpg").size == (100, 150)  # never enlarged
     second = subprocess.run(cli, capture_output=True, text=True)
     assert "0 written, 2 already prepared" in second.stdout
+
+
+def test_cli_precisions_match_the_trainer():
+    from image_tag_suggestion import cli
+    from image_tag_suggestion.training.train import PRECISIONS, choose_precision
+
+    assert cli.PRECISIONS == PRECISIONS
+    assert choose_precision("auto") == "float32"  # no GPU here: mixed precision would only be slower
+    with pytest.raises(ValueError, match="unknown precision"):
+        choose_precision("float8")
+
+
+@pytest.mark.slow
+def test_mixed_float16_lite0_exports_a_float32_bundle_that_keeps_what_it_learned(openimages, held_out, tmp_path):
+    """Loss scaling, float16 features, then a float32 copy for export: the served bundle must still rank well."""
+    import keras
+
+    from image_tag_suggestion.training.evaluation import evaluate_bundle
+    from image_tag_suggestion.training.train import TrainConfig, train
+
+    config = TrainConfig(backbone="efficientnet_lite0", embedding_dim=16, epochs=6, batch_size=32,
+                         learning_rate=1e-2, val_fraction=0.2, precision="mixed_float16")
+    metrics = train(read_openimages(openimages), config, tmp_path / "bundle", verbose=0)
+    assert metrics["precision"] == "mixed_float16"
+    assert keras.config.dtype_policy().name == "float32", "the global policy is restored after training"
+    encoder = keras.saving.load_model(tmp_path / "bundle" / "encoder.keras")
+    assert {layer.dtype_policy.name for layer in encoder._flatten_layers()} == {"float32"}
+    evaluation = evaluate_bundle(tmp_path / "bundle", read_openimages(held_out))
+    assert evaluation.mean_ap > 0.9 and evaluation.hits[1] > 0.9
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_trains_in_mixed_bfloat16_with_xla(openimages, tmp_path):
+    import keras
+
+    from image_tag_suggestion import ImagePredictor
+    from image_tag_suggestion.training.train import TrainConfig, train
+
+    config = TrainConfig(backbone="mobilenet_v2", input_size=64, alpha=0.35, embedding_dim=16, epochs=4,
+                         batch_size=32, learning_rate=3e-3, val_fraction=0.2, patience=10,
+                         precision="mixed_bfloat16", jit_compile=True)
+    metrics = train(read_openimages(openimages), config, tmp_path / "bundle", verbose=0)
+    assert metrics["precision"] == "mixed_bfloat16" and metrics["jit_compile"] is True
+    losses = json.loads((tmp_path / "bundle" / "history.json").read_text())["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    encoder = keras.saving.load_model(tmp_path / "bundle" / "encoder.keras")
+    assert {layer.dtype_policy.name for layer in encoder._flatten_layers()} == {"float32"}
+    embedding = ImagePredictor.init_from_config_path(tmp_path / "bundle").predict_from_array(
+        np.asarray(draw("red", "circle", __import__("random").Random(1))))
+    assert embedding.dtype == np.float32 and abs(np.linalg.norm(embedding) - 1) < 1e-3

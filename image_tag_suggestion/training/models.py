@@ -58,7 +58,8 @@ def build_head(feature_dim: int, embedding_dim: int = 50, name: str = "embedding
     """Pooled features -> unit-length embedding."""
     features = keras.Input((feature_dim,), name="features")
     x = keras.layers.Dense(embedding_dim, name="embedding")(features)
-    outputs = keras.layers.UnitNormalization(name="l2_normalise")(x)
+    # float32 even under a mixed precision policy: the loss compares unit vectors.
+    outputs = keras.layers.UnitNormalization(name="l2_normalise", dtype="float32")(x)
     return keras.Model(features, outputs, name=name)
 
 
@@ -99,7 +100,7 @@ class TagEmbeddingModel(keras.Model):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.n_labels, self.embedding_dim, self.margin = n_labels, embedding_dim, margin
-        self.label_embeddings = keras.layers.Embedding(n_labels, embedding_dim, name="label_embeddings")
+        self.label_embeddings = keras.layers.Embedding(n_labels, embedding_dim, name="label_embeddings", dtype="float32")
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def build_now(self) -> "TagEmbeddingModel":
@@ -136,7 +137,9 @@ class TagEmbeddingModel(keras.Model):
         with tf.GradientTape() as tape:
             loss = self.batch_loss(data, training=True)
             # Replicas' gradients are summed: scale so the step is that of the global mean.
-            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+            # Under mixed_float16 the optimizer also multiplies by its loss scale (and
+            # divides the gradients again in apply), so small gradients survive float16.
+            scaled = self.optimizer.scale_loss(loss / tf.distribute.get_strategy().num_replicas_in_sync)
         variables = self.trainable_variables
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
         self.loss_tracker.update_state(loss)
