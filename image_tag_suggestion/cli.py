@@ -265,6 +265,8 @@ def _train(args) -> int:
     )
     metrics = train(dataset, config, args.out, checkpoint_dir=args.checkpoint_dir, verbose=0 if args.quiet else 1)
     print(json.dumps(metrics, indent=2))
+    for warning in metrics["warnings"]:
+        print(f"image-tags: warning: {warning}", file=sys.stderr)
     print(f"image-tags: bundle written to {args.out} (report: {args.out}/report.png)", file=sys.stderr)
     return 0
 

@@ -199,6 +199,13 @@ def test_cli_precisions_match_the_trainer():
         choose_precision("float8")
 
 
+def test_a_model_that_ranks_true_tags_lower_is_reported():
+    from image_tag_suggestion.training.train import learning_warnings
+
+    assert learning_warnings(-0.3) and "has not learnt" in learning_warnings(0.0)[0]
+    assert learning_warnings(4.0) == []
+
+
 @pytest.mark.slow
 def test_mixed_float16_lite0_exports_a_float32_bundle_that_keeps_what_it_learned(openimages, held_out, tmp_path):
     """Loss scaling, float16 features, then a float32 copy for export: the served bundle must still rank well."""

@@ -109,6 +109,16 @@ class TagEmbeddingModel(keras.Model):
         self.label_table()
         return self
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3's fit all-reduces a peeked data batch here just to trace an unbuilt
+        # model, which fails under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+        # build_now() has created every variable, so only the optimizer is left to build.
+        if all(layer.built for layer in self._flatten_layers()):
+            with self.distribute_strategy.scope():
+                self._symbolic_build(data_batch=())
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def call(self, inputs, training=False):
         return self.encoder(inputs, training=training)
 
@@ -143,11 +153,18 @@ class TagEmbeddingModel(keras.Model):
         variables = self.trainable_variables
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
         self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
+        return self.logs()
 
     def test_step(self, data):
         self.loss_tracker.update_state(self.batch_loss(data, training=False))
-        return {"loss": self.loss_tracker.result()}
+        return self.logs()
+
+    def logs(self) -> dict:
+        loss = self.loss_tracker.result()
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 averages step results over workers along axis 0, which a scalar lacks.
+            loss = tf.reshape(loss, [1])
+        return {"loss": loss}
 
     @property
     def metrics(self):

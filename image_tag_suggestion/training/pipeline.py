@@ -47,6 +47,13 @@ def _usable(dataset: LabeledDataset) -> list[int]:
     return [i for i, e in enumerate(dataset.examples) if len(set(e.positives)) < n]
 
 
+def _shard_by_element(data: tf.data.Dataset) -> tf.data.Dataset:
+    """Workers of a cluster split the examples (the file list is one tensor, so no file sharding)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return data.with_options(options)
+
+
 def load_and_augment(path, input_size: int, mean: float, std: float, training: bool):
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     image = tf.cast(image, tf.float32)
@@ -92,7 +99,7 @@ def image_dataset(dataset: LabeledDataset, input_size: int, normalisation: tuple
         return load_and_augment(path, input_size, mean, std, training), positive, negative, mask
 
     data = data.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=not training).ignore_errors(log_warning=True)
-    return data.batch(batch_size).prefetch(AUTOTUNE)
+    return _shard_by_element(data.batch(batch_size).prefetch(AUTOTUNE))
 
 
 def feature_dataset(features: np.ndarray, dataset: LabeledDataset, batch_size: int, training: bool,
@@ -115,4 +122,4 @@ def feature_dataset(features: np.ndarray, dataset: LabeledDataset, batch_size: i
         positive, negative, mask = sample(positives, negatives)
         return views[view], positive, negative, mask
 
-    return data.map(prepare, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)
+    return _shard_by_element(data.map(prepare, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE))

@@ -166,14 +166,17 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
     train_set, val_set = dataset.split(config.val_fraction, config.seed)
     strategy = strategy or choose_strategy()
     precision = choose_precision(config.precision)
+    if config.frozen:
+        # Only computes features: kept outside the strategy, so every worker computes
+        # them locally and in order (distributed predict returns rows in shard order).
+        with dtype_policy(precision):
+            backbone = build_backbone(config.backbone, config.input_size, config.weights, config.alpha)
+        backbone.trainable = False
     with strategy.scope(), dtype_policy(precision):
-        backbone = build_backbone(config.backbone, config.input_size, config.weights, config.alpha)
+        if not config.frozen:
+            backbone = build_backbone(config.backbone, config.input_size, config.weights, config.alpha)
         head = build_head(backbone.output_shape[-1], config.embedding_dim)
-        if config.frozen:
-            backbone.trainable = False
-            encoder = head
-        else:
-            encoder = build_image_encoder(backbone, head)
+        encoder = head if config.frozen else build_image_encoder(backbone, head)
         model = TagEmbeddingModel(encoder, len(dataset.label_ids), config.embedding_dim, config.margin).build_now()
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       jit_compile="auto" if config.jit_compile is None else config.jit_compile)
@@ -205,12 +208,17 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
                                                          save_best_only=True, save_weights_only=True))
     history = model.fit(train_data, validation_data=val_data, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
                         callbacks=callbacks + extra_callbacks, verbose=verbose)
+    # One number per epoch (a cluster's logs carry 1-element arrays, see TagEmbeddingModel.logs).
+    history = {key: [float(np.mean(v)) for v in values] for key, values in history.history.items()}
 
-    # Validation embeddings through the same encoder, for calibration and metrics.
+    # Validation embeddings (for calibration and metrics) and export use a plain float32
+    # copy outside the strategy: what serving runs, with rows in order.
+    backbone, head = serving_copy(backbone, head, config)
     if config.frozen:
         val_embeddings = np.asarray(head.predict(val_features[:, 0], verbose=0))
     else:
-        val_embeddings = np.asarray(encoder.predict(serving_view(val_set, config, config.batch_size), verbose=0))
+        val_embeddings = np.asarray(build_image_encoder(backbone, head).predict(
+            serving_view(val_set, config, config.batch_size), verbose=0))
     label_table = model.label_embeddings_array()
     similarities = val_embeddings @ label_table.T
     positive, verified = val_set.label_matrices()
@@ -218,23 +226,31 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
     probabilities = 1.0 / (1.0 + np.exp(-(scale * similarities + offset)))
     evaluation = evaluate_scores(probabilities, val_set)
 
-    if precision != "float32":
-        backbone, head = float32_copy(backbone, head, config)
     metrics = {**evaluation.as_dict(), "calibration": {"scale": scale, "offset": offset},
                "train_images": len(train_set.examples), "val_images": len(val_set.examples),
-               "epochs_run": len(history.history["loss"]), "precision": precision,
-               "jit_compile": bool(model.jit_compile), "replicas": strategy.num_replicas_in_sync}
+               "epochs_run": len(history["loss"]), "precision": precision,
+               "jit_compile": bool(model.jit_compile), "replicas": strategy.num_replicas_in_sync,
+               "warnings": learning_warnings(scale)}
     # Every worker of a cluster gets here; only the chief's bundle is kept.
     target = out if is_chief() else Path(tempfile.mkdtemp(prefix="image-tags-worker-"))
     export_bundle(target, build_image_encoder(backbone, head), dataset, label_table, config, scale, offset, metrics)
-    write_report(target, history.history, metrics)
+    write_report(target, history, metrics)
     if target != out:
         shutil.rmtree(target, ignore_errors=True)
     return metrics
 
 
-def float32_copy(backbone, head, config: TrainConfig):
-    """The trained backbone and head rebuilt with float32 layers, as serving expects."""
+def learning_warnings(scale: float) -> list[str]:
+    """What the validation split says against using this bundle."""
+    if scale <= 0:
+        return ["on the validation split, true tags are not closer to their images than other tags "
+                "(calibration slope <= 0): the model has not learnt; train longer, on more images, "
+                "or from pretrained weights"]
+    return []
+
+
+def serving_copy(backbone, head, config: TrainConfig):
+    """The trained backbone and head rebuilt with float32 layers outside any distribution strategy."""
     from .models import build_backbone, build_head
 
     with dtype_policy("float32"):
@@ -281,7 +297,7 @@ def write_report(out: Path, history: dict, metrics: dict) -> None:
     import matplotlib.pyplot as plt
 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "history.json").write_text(json.dumps({k: [float(v) for v in vs] for k, vs in history.items()}, indent=2) + "\n")
+    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for key in ("loss", "val_loss"):
         if key in history:

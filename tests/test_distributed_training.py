@@ -1,0 +1,117 @@
+"""tf.distribute on this CPU-only machine: two replicas in one process (MirroredStrategy on
+two logical CPUs) and two worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy
+through TF_CONFIG, the way a cluster runs ``image-tags train``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from .synthetic_data import make_openimages
+
+pytestmark = pytest.mark.slow
+
+@pytest.fixture(scope="module")
+def openimages(tmp_path_factory):
+    return make_openimages(tmp_path_factory.mktemp("oi"), n_images=160, seed=3)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _losses(bundle) -> list[float]:
+    return json.loads((bundle / "history.json").read_text())["loss"]
+
+
+def test_mirrored_strategy_trains_two_replicas_in_one_process(openimages, tmp_path):
+    script = textwrap.dedent(f"""
+        import json, sys
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from image_tag_suggestion.training.datasets import read_openimages
+        from image_tag_suggestion.training.train import TrainConfig, train
+        config = TrainConfig(backbone="mobilenet_v2", input_size=64, alpha=0.35, embedding_dim=16, batch_size=16,
+                             epochs=3, val_fraction=0.2, learning_rate=3e-3)
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        metrics = train(read_openimages({str(openimages)!r}), config, {str(tmp_path / "bundle")!r}, verbose=0,
+                        strategy=strategy)
+        print(json.dumps(metrics))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(result.stdout.splitlines()[-1])
+    assert metrics["replicas"] == 2
+    losses = _losses(tmp_path / "bundle")
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    from image_tag_suggestion import ImagePredictor
+
+    embedding = ImagePredictor.init_from_config_path(tmp_path / "bundle").predict_from_array(np.zeros((80, 80, 3), np.uint8))
+    assert embedding.shape == (16,)
+
+
+WORKER = """
+import json, sys
+import keras
+import numpy as np
+from image_tag_suggestion.training.datasets import read_openimages
+from image_tag_suggestion.training.train import TrainConfig, train
+
+data, out, checkpoints, weights_file = sys.argv[1:]
+
+
+class SaveTrainedWeights(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+        np.savez(weights_file, *[np.asarray(w) for w in self.model.trainable_weights])
+
+
+config = TrainConfig(backbone="mobilenet_v2", input_size=64, alpha=0.35, embedding_dim=16, batch_size=16, epochs=3,
+                     val_fraction=0.2, learning_rate=3e-3)
+metrics = train(read_openimages(data), config, out, checkpoint_dir=checkpoints, verbose=0,
+                callbacks=[SaveTrainedWeights()])
+print(json.dumps(metrics))
+"""
+
+
+def test_two_workers_train_in_step_and_the_chief_writes_the_bundle(openimages, tmp_path):
+    """Each worker runs the same command with its own TF_CONFIG, as on a cluster."""
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        command = [sys.executable, "-c", WORKER, str(openimages), str(tmp_path / "bundle"),
+                   str(tmp_path / "checkpoints"), str(tmp_path / f"weights-{index}.npz")]
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    try:
+        for worker in workers:
+            out, err = worker.communicate(timeout=600)
+            assert worker.returncode == 0, err[-3000:]
+            results.append(json.loads(out.splitlines()[-1]))
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    assert [r["replicas"] for r in results] == [2, 2]
+    assert results[0]["train_images"] == 128 and results[0]["epochs_run"] == 3
+    # Synchronous training: every trainable weight is the same on both workers (batch-norm
+    # moving statistics are not trainable and stay per worker: the chief's are exported).
+    first, second = np.load(tmp_path / "weights-0.npz"), np.load(tmp_path / "weights-1.npz")
+    assert len(first.files) > 100
+    for name in first.files:
+        np.testing.assert_allclose(first[name], second[name], atol=1e-6)
+    losses = _losses(tmp_path / "bundle")
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert json.loads((tmp_path / "bundle" / "metrics.json").read_text())["replicas"] == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["worker-0", "worker-1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "checkpoints", "weights-0.npz", "weights-1.npz"]
