@@ -202,8 +202,38 @@ def test_cli_precisions_match_the_trainer():
 def test_a_model_that_ranks_true_tags_lower_is_reported():
     from image_tag_suggestion.training.train import learning_warnings
 
-    assert learning_warnings(-0.3) and "has not learnt" in learning_warnings(0.0)[0]
-    assert learning_warnings(4.0) == []
+    assert "on the 3 validation images" in learning_warnings(-0.3, 3)[0] and learning_warnings(0.0, 50)
+    assert learning_warnings(4.0, 3) == []
+
+
+def test_the_head_and_labels_start_as_a_nearest_centroid_classifier():
+    from image_tag_suggestion.training.datasets import Example, LabeledDataset
+    from image_tag_suggestion.training.models import TagEmbeddingModel, build_head
+    from image_tag_suggestion.training.train import start_from_centroids
+
+    __import__("keras").utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 64)) * 3
+    labels = np.repeat(np.arange(4), 25)
+    features = (centres[labels] + rng.normal(size=(100, 64))).astype(np.float32)
+    dataset = LabeledDataset(list("abcde"), list("abcde"), [Example(f"{i}.jpg", (int(k),), ()) for i, k in enumerate(labels)], True)
+    head = build_head(64, 8)
+    model = TagEmbeddingModel(head, 5, 8).build_now()
+    before = np.argmax(np.asarray(head(features)) @ model.label_embeddings_array().T, axis=1)
+    start_from_centroids(head, model, features, dataset)
+    after = np.argmax(np.asarray(head(features)) @ model.label_embeddings_array().T, axis=1)
+    assert np.mean(after == labels) > 0.95 and np.mean(before == labels) < 0.6
+    assert np.allclose(np.linalg.norm(model.label_embeddings_array(), axis=1), 1, atol=1e-5)
+
+
+def test_calibration_with_a_fixed_slope_finds_the_offset_the_data_came_from():
+    from image_tag_suggestion.training.calibration import fit_offset, fit_platt
+
+    rng = np.random.default_rng(0)
+    similarities = rng.uniform(-1, 1, 20000)
+    targets = rng.random(20000) < 1 / (1 + np.exp(-(3.0 * similarities - 1.5)))
+    assert fit_platt(similarities, targets) == pytest.approx((3.0, -1.5), abs=0.15)
+    assert fit_offset(similarities, targets, 3.0) == pytest.approx(-1.5, abs=0.1)
 
 
 @pytest.mark.slow

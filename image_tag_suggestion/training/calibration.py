@@ -28,6 +28,26 @@ def fit_platt(similarities: np.ndarray, targets: np.ndarray, l2: float = 1e-3, i
     return float(weights[0]), float(weights[1])
 
 
+#: The weakest slope a bundle gets. A calibration may say how sure a similarity is but
+#: never reverse the embedding's ranking; a slope <= 0 fitted on a few validation photos
+#: is noise, so the slope is raised to this and only the offset is fitted.
+MIN_SCALE = 1.0
+
+
+def fit_offset(similarities: np.ndarray, targets: np.ndarray, scale: float, iterations: int = 100) -> float:
+    """The offset of a logistic calibration whose slope is fixed to ``scale`` (Newton's method)."""
+    x = scale * np.asarray(similarities, dtype=np.float64).ravel()
+    y = np.asarray(targets, dtype=np.float64).ravel()
+    offset = 0.0
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(x + offset)))
+        step = (p - y).sum() / max((p * (1 - p)).sum(), 1e-12)
+        offset -= step
+        if abs(step) < 1e-9:
+            break
+    return float(offset)
+
+
 def calibration_pairs(similarities: np.ndarray, positive: np.ndarray, verified: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The (similarity, target) pairs to fit on: every verified image-label pair."""
     return similarities[verified], positive[verified].astype(np.float64)

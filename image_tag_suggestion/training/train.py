@@ -35,7 +35,7 @@ import numpy as np
 from ..bundle import write_config
 from ..labels import LabelTable
 from ..preprocessing import Preprocessing
-from .calibration import calibration_pairs, fit_platt
+from .calibration import MIN_SCALE, calibration_pairs, fit_offset, fit_platt
 from .datasets import LabeledDataset
 from .evaluation import evaluate_scores
 
@@ -184,6 +184,7 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
     if config.frozen:
         train_features = compute_features(backbone, train_set, config, views=2, verbose=verbose)
         val_features = compute_features(backbone, val_set, config, views=1, verbose=verbose)
+        start_from_centroids(head, model, train_features[:, 0], train_set)
         train_data = feature_dataset(train_features, train_set, config.batch_size, training=True, seed=config.seed).repeat()
         val_data = feature_dataset(val_features, val_set, config.batch_size, training=False, seed=config.seed)
         steps_per_epoch = max(MIN_FEATURE_STEPS, -(-len(train_set.examples) // config.batch_size))
@@ -222,7 +223,11 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
     label_table = model.label_embeddings_array()
     similarities = val_embeddings @ label_table.T
     positive, verified = val_set.label_matrices()
-    scale, offset = fit_platt(*calibration_pairs(similarities, positive, verified))
+    pairs = calibration_pairs(similarities, positive, verified)
+    scale, offset = fit_platt(*pairs)
+    warnings = learning_warnings(scale, len(val_set.examples))
+    if scale < MIN_SCALE:
+        scale, offset = MIN_SCALE, fit_offset(*pairs, MIN_SCALE)
     probabilities = 1.0 / (1.0 + np.exp(-(scale * similarities + offset)))
     evaluation = evaluate_scores(probabilities, val_set)
 
@@ -230,7 +235,7 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
                "train_images": len(train_set.examples), "val_images": len(val_set.examples),
                "epochs_run": len(history["loss"]), "precision": precision,
                "jit_compile": bool(model.jit_compile), "replicas": strategy.num_replicas_in_sync,
-               "warnings": learning_warnings(scale)}
+               "warnings": warnings}
     # Every worker of a cluster gets here; only the chief's bundle is kept.
     target = out if is_chief() else Path(tempfile.mkdtemp(prefix="image-tags-worker-"))
     export_bundle(target, build_image_encoder(backbone, head), dataset, label_table, config, scale, offset, metrics)
@@ -240,12 +245,39 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
     return metrics
 
 
-def learning_warnings(scale: float) -> list[str]:
-    """What the validation split says against using this bundle."""
-    if scale <= 0:
-        return ["on the validation split, true tags are not closer to their images than other tags "
-                "(calibration slope <= 0): the model has not learnt; train longer, on more images, "
-                "or from pretrained weights"]
+def start_from_centroids(head, model, features: np.ndarray, dataset: LabeledDataset) -> None:
+    """Start where a nearest-centroid classifier already is, so a few photos per tag suffice.
+
+    The head projects the features on their principal directions (PCA to the embedding
+    size) and each label starts at the mean of its photos' projected embeddings; training
+    then refines both. Labels without a photo keep their random start.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    mean = features.mean(axis=0)
+    _, _, directions = np.linalg.svd(features - mean, full_matrices=False)
+    dense = head.get_layer("embedding")
+    kernel = np.zeros(dense.kernel.shape)
+    k = min(kernel.shape[1], directions.shape[0])
+    kernel[:, :k] = directions[:k].T
+    bias = -mean @ kernel
+    dense.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    embedded = features @ kernel + bias
+    embedded /= np.maximum(np.linalg.norm(embedded, axis=1, keepdims=True), 1e-12)
+    positive, _ = dataset.label_matrices()
+    table = np.array(model.label_embeddings.get_weights()[0], dtype=np.float64)
+    for label in np.flatnonzero(positive.any(axis=0)):
+        centroid = embedded[positive[:, label]].mean(axis=0)
+        table[label] = centroid / max(np.linalg.norm(centroid), 1e-12)
+    model.label_embeddings.set_weights([table.astype(np.float32)])
+
+
+def learning_warnings(fitted_scale: float, val_images: int) -> list[str]:
+    """What the validation split says against trusting this bundle."""
+    if fitted_scale <= 0:
+        return [f"on the {val_images} validation images, true tags are not closer to their images than other "
+                f"tags (calibration slope {fitted_scale:.2f}): either the model has not learnt or the validation "
+                f"split is too small to tell; scores keep the embedding's order with a weak calibration "
+                f"(slope {MIN_SCALE}). Train longer, on more images, or from pretrained weights"]
     return []
 
 
