@@ -105,8 +105,8 @@ class TagEmbeddingModel(keras.Model):
 
     def build_now(self) -> "TagEmbeddingModel":
         """Create every variable (checkpoint callbacks need a built model before fit)."""
+        self.label_table()  # first, so no sublayer is unbuilt when Keras builds the model
         self(tf.zeros((1, *self.encoder.input_shape[1:])))
-        self.label_table()
         return self
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
