@@ -40,6 +40,13 @@ def build_backbone(name: str = "mobilenet_v2", input_size: int = 224, weights: s
         )
         if weights not in (None, "imagenet"):
             model.load_weights(weights)
+        if weights is None:
+            # From random weights the activations change fast, and Keras' momentum 0.999
+            # leaves the moving statistics (what inference uses) about 1000 steps behind:
+            # a short run then serves near-constant embeddings. 0.9 is PyTorch's default.
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = 0.9
         return model
     if name == "efficientnet_lite0":
         from ..conversion.default_bundle import build_lite0_keras
