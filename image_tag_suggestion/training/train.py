@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -215,11 +213,11 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
     # Validation embeddings (for calibration and metrics) and export use a plain float32
     # copy outside the strategy: what serving runs, with rows in order.
     backbone, head = serving_copy(backbone, head, config)
+    encoder = build_image_encoder(backbone, head)
     if config.frozen:
         val_embeddings = np.asarray(head.predict(val_features[:, 0], verbose=0))
     else:
-        val_embeddings = np.asarray(build_image_encoder(backbone, head).predict(
-            serving_view(val_set, config, config.batch_size), verbose=0))
+        val_embeddings = np.asarray(encoder.predict(serving_view(val_set, config, config.batch_size), verbose=0))
     label_table = model.label_embeddings_array()
     similarities = val_embeddings @ label_table.T
     positive, verified = val_set.label_matrices()
@@ -236,12 +234,9 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
                "epochs_run": len(history["loss"]), "precision": precision,
                "jit_compile": bool(model.jit_compile), "replicas": strategy.num_replicas_in_sync,
                "warnings": warnings}
-    # Every worker of a cluster gets here; only the chief's bundle is kept.
-    target = out if is_chief() else Path(tempfile.mkdtemp(prefix="image-tags-worker-"))
-    export_bundle(target, build_image_encoder(backbone, head), dataset, label_table, config, scale, offset, metrics)
-    write_report(target, history, metrics)
-    if target != out:
-        shutil.rmtree(target, ignore_errors=True)
+    if is_chief():  # every worker of a cluster gets here with the same weights; one writes
+        export_bundle(out, encoder, dataset, label_table, config, scale, offset, metrics)
+        write_report(out, history, metrics)
     return metrics
 
 
