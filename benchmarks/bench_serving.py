@@ -8,6 +8,8 @@ Measured side by side in one run:
   Python loop);
 - encoder throughput (batched LiteRT) and end-to-end throughput over a folder
   of ordinary photos (1024x768 JPEGs made from the test photos);
+- the people tags' cost: the face detector per photo (letterbox, detector), and end-to-end
+  throughput with and without it, side by side;
 - ranking 20,000 labels of 50 dimensions, vectorised vs a Python loop;
 - cold start of ``image-tags tag one.jpg`` and peak RSS of the CLI tagging the folder.
 """
@@ -107,6 +109,31 @@ def cli_run(args: list[str]) -> tuple[float, int]:
     return float(out[0]), int(out[1])
 
 
+def people_cost(image_predictor: ImagePredictor, folder: list[Path], repeat: int) -> None:
+    """What the people tags add to each photo: letterbox + detector, and a folder with and without them."""
+    from image_tag_suggestion.faces import letterbox
+
+    pixels = [image_predictor.load(p) for p in folder[:32]]
+    detector = image_predictor.face_detector
+    boxed = [letterbox(p) for p in pixels]
+    letterbox_s = timed(lambda: [letterbox(p) for p in pixels], max(3, repeat // 3)) / len(pixels)
+    detect_s = timed(lambda: [detector.detect_prepared(*b) for b in boxed], max(3, repeat // 3)) / len(pixels)
+    print(f"\npeople tags, per photo: letterbox {letterbox_s * 1e3:.2f} ms (done in the decode threads), "
+          f"face detector {detect_s * 1e3:.2f} ms")
+
+    def decode_and_embed():  # one thread, so the two runs compare the same work
+        return image_predictor.predict_from_arrays([image_predictor.load(str(p)) for p in folder])
+
+    with_faces = timed(decode_and_embed, 1)
+    image_predictor.face_detector = None
+    try:
+        without = timed(decode_and_embed, 1)
+    finally:
+        image_predictor.face_detector = detector
+    print(f"folder, decode + embed in one thread: {len(folder) / without:.1f} images/s without the face detector, "
+          f"{len(folder) / with_faces:.1f} with it ({with_faces / without:.2f}x the time)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="serving benchmark (prints figures)")
     parser.add_argument("--photos", type=int, default=200, help="photos in the throughput folder")
@@ -149,6 +176,9 @@ def main() -> None:
     folder_s = time.perf_counter() - start
     assert all(r.ok for r in results)
     print(f"end to end over the folder (decode, crop, encode, rank): {len(folder) / folder_s:8.1f} images/s")
+
+    if image_predictor.face_detector is not None:
+        people_cost(image_predictor, folder, args.repeat)
 
     rng = np.random.default_rng(1)
     table = LabelTable([str(i) for i in range(20_000)], [str(i) for i in range(20_000)], rng.normal(size=(20_000, 50)))

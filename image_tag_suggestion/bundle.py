@@ -83,8 +83,19 @@ class Bundle:
         return self.folder / name if name else None
 
     @property
+    def face_detector_path(self) -> Path | None:
+        """The face detector's ``.tflite`` (``faces.detector`` in config.yaml), if the bundle has one."""
+        name = (self.config.get("faces") or {}).get("detector")
+        return self.folder / name if name else None
+
+    @property
     def ranking_order(self) -> str:
         return str(self.config.get("ranking", {}).get("order", "specific"))
+
+    @property
+    def min_score(self) -> float:
+        """The "likely" cut-off: tags scoring below it are not shown by default (0: show all)."""
+        return float(self.config.get("ranking", {}).get("min_score", 0.0))
 
     def load_labels(self) -> LabelTable:
         try:
@@ -96,7 +107,21 @@ class Bundle:
                 f"bundle {self.folder}: label embeddings have {table.dim} dimensions, "
                 f"config.yaml says the encoder gives {self.embedding_dim}"
             )
+        if bool(table.people) != bool(self.face_detector_path):
+            raise BundleError(f"bundle {self.folder}: people tags need a face detector (faces.detector) and "
+                              "a face detector needs people tags")
         return table
+
+    def load_face_detector(self, num_threads: int | None = None):
+        """The bundle's face detector, or None when it has none."""
+        if self.face_detector_path is None:
+            return None
+        from .faces import FaceDetector
+
+        try:
+            return FaceDetector(self.face_detector_path, num_threads=num_threads)
+        except ValueError as exc:
+            raise BundleError(f"bundle {self.folder}: {exc}") from None
 
     def load_encoder(self, num_threads: int | None = None):
         from .encoder import TfliteEncoder
@@ -156,9 +181,12 @@ def _validated(folder: Path, config: dict, verify: bool) -> Bundle:
             raise BundleError(f"{where}: missing file {name}")
         if verify and sha256_of(file_path) != digest:
             raise BundleError(f"{where}: {name} does not match its sha256 in config.yaml (corrupted or edited)")
-    order = config.get("ranking", {}).get("order", "specific")
-    if order not in ("specific", "score"):
+    ranking = config.get("ranking", {})
+    if ranking.get("order", "specific") not in ("specific", "score"):
         raise BundleError(f"{where}: ranking.order must be specific or score")
+    min_score = ranking.get("min_score", 0.0)
+    if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not 0.0 <= min_score <= 1.0:
+        raise BundleError(f"{where}: ranking.min_score must be a number between 0 and 1")
     return Bundle(folder=folder, config=config, preprocessing=preprocessing, scoring=scoring)
 
 

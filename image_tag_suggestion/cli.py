@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     tag = commands.add_parser("tag", help="tag image files and folders (recursively)")
     tag.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     tag.add_argument("--top-k", type=_positive, default=20, help="tags per image (default 20)")
-    tag.add_argument("--min-score", type=_score, default=0.0, help="drop tags scoring below this (0..1)")
+    tag.add_argument("--min-score", type=_score, default=None,
+                     help="show tags whose score (the estimated probability that the tag is right) is at least this; "
+                          "default: the model's 'likely' cut-off (0.5 for the built-in model); 0 shows every tag")
     tag.add_argument("--model", action="append", default=None,
                      help="bundle folder, config.yaml or config URL (default: the built-in model); repeat it to tag "
                           "with several models, e.g. your own bundle and 'default' (each model's tags stay a group)")
@@ -103,8 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser("search", help="images of an index ranked by one tag's score")
     search.add_argument("index", metavar="INDEX")
-    search.add_argument("tag", help="a tag's name (or id), e.g. dog")
+    search.add_argument("tag", help="a tag's name, synonym or id, e.g. dog, alsatian, cars")
     search.add_argument("--top-k", type=_positive, default=20)
+    search.add_argument("--min-score", type=_score, default=None,
+                        help="only photos whose tag scores at least this (default: the model's 'likely' cut-off; "
+                             "0: every photo that has the tag among its stored tags)")
     search.add_argument("--format", choices=("table", "jsonl"), default="table")
 
     similar = commands.add_parser("similar", help="images of an index ranked by similarity to a photo")
@@ -210,7 +215,7 @@ def _query(args) -> int:
 
     try:
         if args.command == "search":
-            title, hits = search_tag(args.index, args.tag, args.top_k)
+            title, hits = search_tag(args.index, args.tag, args.top_k, args.min_score)
         else:
             from .bundle import load_bundle
             from .images import ImageError
@@ -231,8 +236,9 @@ def _query(args) -> int:
             print(json.dumps({"file": hit.path, "score": round(hit.score, 4)}))
         else:
             print(f"{hit.score:6.3f}  {hit.path}")
-    if not hits:
-        print(f"image-tags: no indexed image has the tag {title!r}", file=sys.stderr)
+    if not hits and args.command == "search":
+        print(f"image-tags: no indexed image is likely to show {title!r} (--min-score 0 shows weaker matches)",
+              file=sys.stderr)
     return 0
 
 

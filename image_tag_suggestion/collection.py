@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .bundle import Bundle, sha256_of
+from .labels import find_word, normalise_word
 from .predictors import ImagePredictor, LabelPredictor
 from .tagging import find_images, tag_files
 
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS images (
     mtime REAL NOT NULL,            -- seconds since the epoch
     sha256 TEXT NOT NULL,           -- of the file's content
     error TEXT,                     -- why it could not be tagged; NULL when it was
-    embedding BLOB                  -- float16, the model's embedding_dim values
+    embedding BLOB                  -- float16, the encoder's embedding_dim values (no face signals)
 );
 CREATE TABLE IF NOT EXISTS tags (
     image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
@@ -46,8 +47,15 @@ CREATE TABLE IF NOT EXISTS tags (
 CREATE INDEX IF NOT EXISTS tags_by_tag ON tags (tag_id, score DESC);
 CREATE INDEX IF NOT EXISTS tags_by_image ON tags (image_id);
 CREATE TABLE IF NOT EXISTS labels (tag_id TEXT PRIMARY KEY, label TEXT NOT NULL, broader INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS words (      -- what search answers to: names, bare names, synonyms, ids
+    word TEXT NOT NULL,                 -- lower case
+    tag_id TEXT NOT NULL REFERENCES labels(tag_id)
+);
+CREATE INDEX IF NOT EXISTS words_by_word ON words (word);
 """
-#: Tags stored per image: the best ones, down to this score (search ranks by them).
+FORMAT_VERSION = "2"
+#: Tags stored per image: the best ones, down to this score. Search ranks by them and, by
+#: default, answers with the photos whose tag reaches the model's "likely" cut-off.
 STORED_TAGS, STORED_MIN_SCORE = 50, 0.001
 
 
@@ -69,7 +77,9 @@ class IndexReport:
 
 
 def model_fingerprint(bundle: Bundle) -> str:
-    return hashlib.sha256(json.dumps(bundle.config.get("files", {}), sort_keys=True).encode()).hexdigest()[:16]
+    """Changes whenever stored tags or scores would: another file, another scoring or cut-off."""
+    what = {key: bundle.config.get(key) for key in ("files", "scoring", "ranking", "faces")}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def connect(index: str | os.PathLike, create: bool = False) -> sqlite3.Connection:
@@ -147,7 +157,8 @@ def build_index(
     for result in results:
         size, mtime, digest = hashes[result.file]
         is_new = result.file not in known
-        embedding = result.embedding.astype(np.float16).tobytes() if result.ok else None
+        # Only the encoder's part: similarity compares what photos show, not their face signals.
+        embedding = result.embedding[: image_predictor.visual_dim].astype(np.float16).tobytes() if result.ok else None
         pending.append((result, size, mtime, digest, embedding))
         if result.ok:
             report.added += is_new
@@ -178,17 +189,32 @@ def _store(connection: sqlite3.Connection, rows) -> None:
 def _check_model(connection: sqlite3.Connection, bundle: Bundle, label_predictor: LabelPredictor) -> None:
     meta = dict(connection.execute("SELECT key, value FROM meta"))
     fingerprint = model_fingerprint(bundle)
+    if meta:
+        _check_format(meta, connection)
     if meta and meta.get("model_fingerprint") != fingerprint:
-        raise CollectionError(f"this index was made with the model {meta.get('model_name')!r} ({meta.get('model_path')}); "
-                          "index with that model, or start a new index")
+        raise CollectionError(f"this index was made with the model {meta.get('model_name')!r} ({meta.get('model_path')}), "
+                              "or another version of it whose scores differ; index with that model, or start a new index")
     if not meta:
         connection.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
-            ("format_version", "1"), ("model_name", bundle.name), ("model_path", str(bundle.folder)),
+            ("format_version", FORMAT_VERSION), ("model_name", bundle.name), ("model_path", str(bundle.folder)),
             ("model_fingerprint", fingerprint), ("embedding_dim", str(bundle.embedding_dim)),
+            ("min_score", repr(bundle.min_score)),
         ])
         labels = label_predictor.labels
         connection.executemany("INSERT OR REPLACE INTO labels (tag_id, label, broader) VALUES (?, ?, ?)",
                                [(i, n, int(b)) for i, n, b in zip(labels.ids, labels.names, labels.is_broader)])
+        connection.executemany("INSERT INTO words (word, tag_id) VALUES (?, ?)",
+                               [(word, labels.ids[index]) for word, index in labels.words()])
+
+
+def _check_format(meta: dict[str, str], connection: sqlite3.Connection) -> None:
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CollectionError(f"{connection_path(connection)}: this index was made by an older version of image-tags "
+                              f"(format {meta.get('format_version')}, now {FORMAT_VERSION}); start a new index")
+
+
+def connection_path(connection: sqlite3.Connection) -> str:
+    return connection.execute("PRAGMA database_list").fetchone()[2]
 
 
 def index_meta(index: str | os.PathLike) -> dict[str, str]:
@@ -205,24 +231,41 @@ class Hit:
     score: float
 
 
-def search_tag(index: str | os.PathLike, query: str, top_k: int = 20) -> tuple[str, list[Hit]]:
-    """Images ranked by one tag's score; returns (the tag's label, hits). Unknown tags raise
-    with the nearest known ones."""
+def search_tag(index: str | os.PathLike, query: str, top_k: int = 20,
+               min_score: float | None = None) -> tuple[str, list[Hit]]:
+    """Images ranked by the score of the tag(s) ``query`` names; returns (the tags' labels, hits).
+
+    ``query`` may be a tag's name, its name without a sense note ("car" finds "car" and
+    "car (railcar)"), a synonym ("alsatian") or an id, in any case, singular or plural.
+    A photo matched by several tags ranks by its best score. ``min_score`` None: only
+    photos where the tag reaches the model's "likely" cut-off; 0: every stored tag.
+    Unknown words raise with the nearest known ones.
+    """
     connection = connect(index)
     try:
-        labels = dict(connection.execute("SELECT lower(label), tag_id FROM labels"))
-        ids = {tag_id for tag_id in labels.values()}
-        tag_id = query if query in ids else labels.get(query.strip().lower())
-        if tag_id is None:
-            near = difflib.get_close_matches(query.lower(), list(labels), n=5, cutoff=0.6)
-            near += [label for label in labels if query.lower() in label and label not in near][: 5 - len(near)]
+        meta = dict(connection.execute("SELECT key, value FROM meta"))
+        _check_format(meta, connection)
+        min_score = float(meta.get("min_score", 0.0)) if min_score is None else min_score
+
+        def lookup(word: str) -> list[str]:
+            return [r[0] for r in connection.execute("SELECT DISTINCT tag_id FROM words WHERE word = ?", (word,))]
+
+        tag_ids = find_word(query, lookup)
+        if not tag_ids:
+            words = [r[0] for r in connection.execute("SELECT DISTINCT word FROM words WHERE word NOT GLOB 'n[0-9]*'")]
+            wanted = normalise_word(query)
+            near = difflib.get_close_matches(wanted, words, n=5, cutoff=0.6)
+            near += [w for w in words if wanted in w and w not in near][: 5 - len(near)]
             hint = ", ".join(near) if near else "none close; try a broader word such as 'animal' or 'vehicle'"
             raise CollectionError(f"unknown tag {query!r}; nearest known tags: {hint}")
-        label = connection.execute("SELECT label FROM labels WHERE tag_id = ?", (tag_id,)).fetchone()[0]
+        marks = ",".join("?" * len(tag_ids))
+        labels = [r[0] for r in connection.execute(
+            f"SELECT label FROM labels WHERE tag_id IN ({marks}) ORDER BY label", tag_ids)]
         rows = connection.execute(
-            "SELECT images.path, tags.score FROM tags JOIN images ON images.id = tags.image_id "
-            "WHERE tags.tag_id = ? ORDER BY tags.score DESC LIMIT ?", (tag_id, top_k)).fetchall()
-        return label, [Hit(p, s) for p, s in rows]
+            f"SELECT images.path, max(tags.score) AS best FROM tags JOIN images ON images.id = tags.image_id "
+            f"WHERE tags.tag_id IN ({marks}) AND tags.score >= ? GROUP BY images.id ORDER BY best DESC LIMIT ?",
+            (*tag_ids, min_score, top_k)).fetchall()
+        return " / ".join(labels), [Hit(p, s) for p, s in rows]
     finally:
         connection.close()
 
@@ -246,7 +289,9 @@ class EmbeddingMatrix:
     def load(cls, index: str | os.PathLike) -> "EmbeddingMatrix":
         connection = connect(index)
         try:
-            dim = int(dict(connection.execute("SELECT key, value FROM meta"))["embedding_dim"])
+            meta = dict(connection.execute("SELECT key, value FROM meta"))
+            _check_format(meta, connection)
+            dim = int(meta["embedding_dim"])
             rows = connection.execute("SELECT path, embedding FROM images WHERE embedding IS NOT NULL ORDER BY id").fetchall()
         finally:
             connection.close()
@@ -254,7 +299,9 @@ class EmbeddingMatrix:
         return cls([r[0] for r in rows], embeddings)
 
     def nearest(self, query: np.ndarray, top_k: int = 20) -> list[Hit]:
-        """Cosine similarity, exact: one matrix-vector product, then a partial sort."""
+        """Cosine similarity, exact: one matrix-vector product, then a partial sort. A query
+        longer than the stored embeddings (with face signals at the end) is cut to them."""
+        query = np.asarray(query, np.float32)[: self.unit.shape[1]]
         query = (query / max(float(np.linalg.norm(query)), 1e-12)).astype(np.float32)
         scores = self.unit @ query
         k = min(top_k, len(scores))

@@ -1,16 +1,21 @@
 """The label table of a bundle: which tags exist and what each one is made of.
 
-Two sorts of tag live in one table, classes first:
+Three sorts of tag live in one table, in this order:
 - a *class* has an embedding row (and optionally a bias): it is scored directly;
 - a *broader* tag (WordNet parent such as "dog") has no row of its own: its score
-  is the sum of the scores of its member classes.
+  is the sum of the scores of its member classes;
+- a *people* tag ("person", "portrait", "group of people") is scored from the faces the
+  bundle's face detector found (a *signal*, see ``faces.py``), and from member classes
+  where it has them ("scuba diver" also says "person").
 Ids are the stable keys (WordNet ids, Open Images MIDs, user tags); names are for
-people and may change. Arrays are ``.npy`` files (no pickle); names are JSON.
+people and may change, and each tag may list synonyms ("alsatian" for "German
+shepherd") that search matches too. Arrays are ``.npy`` files (no pickle); names are JSON.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +24,18 @@ import numpy as np
 LABELS_FILE = "labels.json"
 EMBEDDINGS_FILE = "label_embeddings.npy"
 BIAS_FILE = "label_bias.npy"
+PEOPLE_SIGNALS = ("person", "portrait", "group")
+
+
+@dataclass(frozen=True)
+class PeopleTag:
+    """A tag scored from faces: ``signal`` is one of PEOPLE_SIGNALS."""
+
+    id: str
+    name: str
+    signal: str
+    members: tuple[int, ...] = ()
+    synonyms: tuple[str, ...] = ()
 
 
 @dataclass
@@ -31,6 +48,8 @@ class LabelTable:
         bias: float32 (n_classes,) or None.
         broader_ids, broader_names: the broader tags.
         broader_members: for each broader tag, the indices of the classes under it.
+        class_synonyms, broader_synonyms: other words for each tag (may be empty).
+        people: the tags scored from faces (empty for bundles without a face detector).
     """
 
     class_ids: list[str]
@@ -40,21 +59,35 @@ class LabelTable:
     broader_ids: list[str] = field(default_factory=list)
     broader_names: list[str] = field(default_factory=list)
     broader_members: list[list[int]] = field(default_factory=list)
+    class_synonyms: list[list[str]] = field(default_factory=list)
+    broader_synonyms: list[list[str]] = field(default_factory=list)
+    people: list[PeopleTag] = field(default_factory=list)
 
     def __post_init__(self):
+        self.class_synonyms = list(self.class_synonyms) or [[] for _ in self.class_ids]
+        self.broader_synonyms = list(self.broader_synonyms) or [[] for _ in self.broader_ids]
         self.embeddings = np.asarray(self.embeddings, dtype=np.float32)
         if self.bias is not None:
             self.bias = np.asarray(self.bias, dtype=np.float32)
         self.validate()
-        self.ids = list(self.class_ids) + list(self.broader_ids)
-        self.names = list(self.class_names) + list(self.broader_names)
+        self.people = list(self.people)
+        self.ids = list(self.class_ids) + list(self.broader_ids) + [t.id for t in self.people]
+        self.names = list(self.class_names) + list(self.broader_names) + [t.name for t in self.people]
+        self.synonyms = ([list(words) for words in self.class_synonyms] + [list(words) for words in self.broader_synonyms]
+                         + [list(t.synonyms) for t in self.people])
+        self._by_word: dict[str, list[int]] | None = None
         self.is_broader = np.zeros(len(self.ids), dtype=bool)
-        self.is_broader[self.n_classes :] = True
+        self.is_broader[self.n_classes : self.n_classes + len(self.broader_ids)] = True
         # Dense 0/1 matrix: broader scores are one matmul (1000 x 338 is 1.3 MB).
         self.membership = np.zeros((self.n_classes, len(self.broader_ids)), dtype=np.float32)
         for column, members in enumerate(self.broader_members):
             self.membership[members, column] = 1.0
-        self.coverage = np.concatenate([np.ones(self.n_classes), self.membership.sum(axis=0)]).astype(np.float32)
+        self.people_membership = np.zeros((self.n_classes, len(self.people)), dtype=np.float32)
+        for column, tag in enumerate(self.people):
+            self.people_membership[list(tag.members), column] = 1.0
+        # How many classes a tag stands for (a people tag says as much as a class).
+        self.coverage = np.concatenate([np.ones(self.n_classes), self.membership.sum(axis=0),
+                                        np.ones(len(self.people))]).astype(np.float32)
 
     @property
     def n_classes(self) -> int:
@@ -82,28 +115,60 @@ class LabelTable:
             problems.append(f"bias has shape {self.bias.shape}, expected ({n},)")
         if not (len(self.broader_ids) == len(self.broader_names) == len(self.broader_members)):
             problems.append("broader ids, names and members differ in length")
+        if len(self.class_synonyms) != n or len(self.broader_synonyms) != len(self.broader_ids):
+            problems.append("synonym lists and tags differ in number")
         for tag, members in zip(self.broader_ids, self.broader_members):
             if not members or min(members) < 0 or max(members) >= n:
                 problems.append(f"broader tag {tag!r} has members outside 0..{n - 1} or none")
                 break
-        all_ids = list(self.class_ids) + list(self.broader_ids)
+        for tag in self.people:
+            if tag.signal not in PEOPLE_SIGNALS:
+                problems.append(f"people tag {tag.id!r} has signal {tag.signal!r}, not one of {PEOPLE_SIGNALS}")
+            if tag.members and (min(tag.members) < 0 or max(tag.members) >= n):
+                problems.append(f"people tag {tag.id!r} has members outside 0..{n - 1}")
+        all_ids = list(self.class_ids) + list(self.broader_ids) + [t.id for t in self.people]
         if len(set(all_ids)) != len(all_ids):
             duplicates = sorted({i for i in all_ids if all_ids.count(i) > 1})
             problems.append(f"duplicate tag ids: {duplicates[:5]}")
         if problems:
             raise ValueError("invalid label table: " + "; ".join(problems))
 
+    def words(self) -> list[tuple[str, int]]:
+        """Every (word, tag index) search answers to: names, names without their sense
+        note ("car" for "car (auto)"), synonyms and ids, in lower case."""
+        pairs = []
+        for index, (tag_id, name, synonyms) in enumerate(zip(self.ids, self.names, self.synonyms)):
+            for word in {tag_id, name, bare_name(name), *synonyms}:
+                pairs.append((normalise_word(word), index))
+        return sorted(set(pairs))
+
+    def lookup(self, word: str) -> list[int]:
+        """Indices of the tags a person means by ``word`` (a name, a bare name, a synonym or
+        an id; a plural such as "cars" is tried as "car" when nothing else matches)."""
+        if self._by_word is None:
+            self._by_word = {}
+            for key, index in self.words():
+                self._by_word.setdefault(key, []).append(index)
+        return find_word(word, self._by_word.get)
+
     def save(self, folder: str | Path, embeddings_dtype=np.float16) -> list[str]:
         """Write the table into ``folder``; returns the file names written."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        def entry(tag_id, name, synonyms, **more):
+            return {"id": tag_id, "name": name, **({"synonyms": list(synonyms)} if synonyms else {}), **more}
+
         document = {
-            "classes": [{"id": i, "name": n} for i, n in zip(self.class_ids, self.class_names)],
+            "classes": [entry(*tag) for tag in zip(self.class_ids, self.class_names, self.class_synonyms)],
             "broader": [
-                {"id": i, "name": n, "members": [int(m) for m in members]}
-                for i, n, members in zip(self.broader_ids, self.broader_names, self.broader_members)
+                entry(i, n, synonyms, members=[int(m) for m in members])
+                for i, n, members, synonyms in zip(self.broader_ids, self.broader_names, self.broader_members,
+                                                   self.broader_synonyms)
             ],
         }
+        if self.people:
+            document["people"] = [entry(t.id, t.name, t.synonyms, signal=t.signal, members=list(t.members))
+                                  for t in self.people]
         (folder / LABELS_FILE).write_text(json.dumps(document, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
         np.save(folder / EMBEDDINGS_FILE, self.embeddings.astype(embeddings_dtype))
         written = [LABELS_FILE, EMBEDDINGS_FILE]
@@ -130,8 +195,39 @@ class LabelTable:
                 broader_ids=[str(b["id"]) for b in broader],
                 broader_names=[str(b["name"]) for b in broader],
                 broader_members=[list(map(int, b["members"])) for b in broader],
+                class_synonyms=[[str(w) for w in c.get("synonyms", [])] for c in classes],
+                broader_synonyms=[[str(w) for w in b.get("synonyms", [])] for b in broader],
+                people=[PeopleTag(str(t["id"]), str(t["name"]), str(t["signal"]), tuple(map(int, t.get("members", []))),
+                                  tuple(map(str, t.get("synonyms", [])))) for t in document.get("people", [])],
             )
         except FileNotFoundError as exc:
             raise ValueError(f"label table in {folder}: missing file {Path(exc.filename).name}") from None
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"label table in {folder}: malformed {LABELS_FILE} ({exc!r})") from None
+
+
+def bare_name(name: str) -> str:
+    """A display name without its sense note: "car (auto)" -> "car"."""
+    return re.sub(r" \([^)]*\)$", "", name)
+
+
+def normalise_word(word: str) -> str:
+    """Lower case, single spaces, no surrounding blanks: how words are compared."""
+    return " ".join(word.lower().split())
+
+
+def find_word(word: str, lookup) -> list[int]:
+    """``lookup(key)`` for the normalised word, then for its singular ("cars", "boxes", "berries")."""
+    key = normalise_word(word)
+    candidates = [key]
+    if key.endswith("ies"):
+        candidates.append(key[:-3] + "y")
+    if key.endswith("es"):
+        candidates.append(key[:-2])
+    if key.endswith("s"):
+        candidates.append(key[:-1])
+    for candidate in candidates:
+        found = lookup(candidate)
+        if found:
+            return sorted(found)
+    return []

@@ -73,8 +73,7 @@ def thumbnail(path: str):
 
 def sidebar() -> dict:
     st.sidebar.header("Options")
-    top_k = st.sidebar.slider("Number of tags", 1, 50, 20)
-    min_score = st.sidebar.slider("Minimum score", 0.0, 1.0, 0.0, 0.01)
+    top_k = st.sidebar.slider("Tags in the chart", 1, 50, 20)
     include_broader = st.sidebar.checkbox("Include broader tags (dog, animal…)", value=True)
     choices = {DEFAULT_MODEL: str(DEFAULT_CONFIG)}
     choices.update({f"{path.name} ({path.parent})": str(path) for path in find_bundles(MODELS_DIR)})
@@ -84,7 +83,15 @@ def sidebar() -> dict:
     locations = [location]
     if location and location != str(DEFAULT_CONFIG) and st.sidebar.checkbox("Also show the built-in general tags", value=True):
         locations.append(str(DEFAULT_CONFIG))
-    return {"top_k": top_k, "min_score": min_score, "include_broader": include_broader, "locations": locations}
+    return {"top_k": top_k, "include_broader": include_broader, "locations": locations}
+
+
+def likely_cut_off(default: float) -> float:
+    """The sidebar's cut-off; it starts at the model's own "likely" cut-off."""
+    return st.sidebar.slider("Likely cut-off", 0.0, 1.0, float(default), 0.01,
+                             help="tags scoring at least this are kept (the copy line, the downloads); the chart "
+                                  "draws the others faded below a line. A score is the estimated probability that "
+                                  "the tag is right.")
 
 
 def main() -> None:
@@ -127,7 +134,7 @@ def collection_view() -> None:
         st.error(str(exc))
         return
     if not hits:
-        st.warning("No indexed photo has this tag.")
+        st.warning("No indexed photo is likely to show this (the model's cut-off decides).")
     columns = st.columns(GALLERY_COLUMNS)
     for position, hit in enumerate(hits):
         column = columns[position % GALLERY_COLUMNS]
@@ -143,8 +150,8 @@ def collection_view() -> None:
 
 def tag_view() -> None:
     st.title("Image tag suggestion")
-    st.caption("Upload photos and get the descriptive tags that fit them best. Scores are the model's "
-               "probability that a tag applies; broader tags add up the classes below them.")
+    st.caption("Upload photos and get the descriptive tags that fit them best. A score is the estimated "
+               "probability that the tag is right; the likely tags (above the line) are the ones to keep.")
     options = sidebar()
     if not options["locations"][0]:
         st.info("Enter the URL of a bundle's config.yaml in the sidebar.")
@@ -157,6 +164,7 @@ def tag_view() -> None:
             st.error(f"Cannot load this model: {exc}")
             return
     names = [image_predictor.bundle.name for _, image_predictor, _ in models]
+    min_score = likely_cut_off(models[0][2].default_min_score)
 
     uploads = st.file_uploader("Photos", type=UPLOAD_TYPES, accept_multiple_files=True)
     results = []
@@ -168,27 +176,31 @@ def tag_view() -> None:
             st.error(error)
             results.append(TagResult(upload.name, error=error))
             continue
-        groups = [
-            label_predictor.predict_from_array(embedding, top_k=options["top_k"], min_score=options["min_score"],
+        ranked = [  # the chart's top tags, whatever their scores
+            label_predictor.predict_from_array(embedding, top_k=options["top_k"], min_score=0.0,
                                                include_broader=options["include_broader"])
             for (_, _, label_predictor), (embedding, _, _) in zip(models, outputs)
         ]
-        results.append(TagResult(upload.name, tags=groups[0], more=dict(zip(names[1:], groups[1:]))))
+        likely = [[t for t in tags if t.score >= min_score] for tags in ranked]
+        results.append(TagResult(upload.name, tags=likely[0], more=dict(zip(names[1:], likely[1:]))))
         left, right = st.columns([2, 3])
         left.image(pixels, width="stretch")
-        for name, tags in zip(names, groups):
+        for name, tags, kept in zip(names, ranked, likely):
             if len(models) > 1:
                 right.markdown(f"**{name}**")
             if tags:
-                right.altair_chart(tags_chart(tags), width="stretch")
-                right.code(tag_line(tags), language=None, wrap_lines=True)
+                right.altair_chart(tags_chart(tags, min_score), width="stretch")
+            if kept:
+                right.code(tag_line(kept), language=None, wrap_lines=True)
             else:
-                right.warning("No tag reaches the minimum score.")
+                right.warning(f"No tag is likely enough (none scores {min_score:.2f} or more): "
+                              "the chart shows the best guesses.")
     if results:
         st.divider()
         first, second = st.columns(2)
-        first.download_button("Download all tags (CSV)", to_csv(results, names[0]), "tags.csv", "text/csv")
-        second.download_button("Download all tags (JSON)", to_json(results, names[0]), "tags.json", "application/json")
+        first.download_button("Download the likely tags (CSV)", to_csv(results, names[0]), "tags.csv", "text/csv")
+        second.download_button("Download the likely tags (JSON)", to_json(results, names[0]), "tags.json",
+                               "application/json")
 
 
 main()

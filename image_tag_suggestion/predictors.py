@@ -10,22 +10,36 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
 from .bundle import DEFAULT_CONFIG, Bundle, load_bundle
+from .faces import SIGNALS, letterbox, signals
 from .images import DEFAULT_MAX_PIXELS, ImageSource, load_image
 from .scoring import Scorer, Tag
 
 
+class Prepared(NamedTuple):
+    """One decoded image made ready for the models: the encoder's crop and, when the
+    bundle has a face detector, the detector's letterboxed input."""
+
+    crop: np.ndarray
+    faces: tuple | None = None
+
+
 class ImagePredictor:
-    """Turns images into embeddings with a bundle's encoder."""
+    """Turns images into embeddings with a bundle's encoder.
+
+    With a face detector in the bundle, each embedding ends with the face signals of
+    ``faces.py`` (``embedding_dim`` counts them; ``visual_dim`` is the encoder's part).
+    """
 
     def __init__(self, bundle: Bundle, num_threads: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.bundle = bundle
         self.preprocessing = bundle.preprocessing
         self.encoder = bundle.load_encoder(num_threads=num_threads)
+        self.face_detector = bundle.load_face_detector(num_threads=num_threads)
         self.max_pixels = max_pixels
 
     @classmethod
@@ -37,8 +51,13 @@ class ImagePredictor:
         return cls(load_bundle(config_url, cache_dir=cache_dir), **kwargs)
 
     @property
-    def embedding_dim(self) -> int:
+    def visual_dim(self) -> int:
+        """The encoder's dimensions: what similarity between photos compares."""
         return self.encoder.dim
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.encoder.dim + (len(SIGNALS) if self.face_detector else 0)
 
     def load(self, source: ImageSource, min_size: int | None = None) -> np.ndarray:
         """Decode an image at the smallest size the model can use, or ``min_size`` if larger (see ``load_image``)."""
@@ -55,13 +74,21 @@ class ImagePredictor:
 
     def predict_from_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Embed decoded images in one encoder call; returns (N, D)."""
-        if len(images) == 0:
-            return np.zeros((0, self.embedding_dim), np.float32)
-        return self.encode_crops(np.stack([self.preprocessing.crop(image) for image in images]))
+        return self.encode([self.prepare(image) for image in images])
 
-    def encode_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Embed already cropped uint8 images (N, S, S, 3)."""
-        return self.encoder.encode(self.preprocessing.normalise(crops))
+    def prepare(self, pixels: np.ndarray) -> Prepared:
+        """The per-image work before the models run (cheap, thread-safe: done in decode threads)."""
+        return Prepared(self.preprocessing.crop(pixels), letterbox(pixels) if self.face_detector else None)
+
+    def encode(self, prepared: Sequence[Prepared]) -> np.ndarray:
+        """Embed prepared images: one encoder call for the batch, then the face detector per image."""
+        if len(prepared) == 0:
+            return np.zeros((0, self.embedding_dim), np.float32)
+        embeddings = self.encoder.encode(self.preprocessing.normalise(np.stack([p.crop for p in prepared])))
+        if self.face_detector is None:
+            return embeddings
+        people = np.stack([signals(self.face_detector.detect_prepared(*p.faces)) for p in prepared])
+        return np.concatenate([embeddings, people], axis=1)
 
     def predict_from_files(self, files: Iterable[ImageSource]) -> np.ndarray:
         """Embed many images (errors raise; see ``tagging.tag_files`` for a forgiving batch run)."""
@@ -76,6 +103,7 @@ class LabelPredictor:
         self.labels = bundle.load_labels()
         self.scorer = Scorer(self.labels, bundle.scoring)
         self.default_order = bundle.ranking_order
+        self.default_min_score = bundle.min_score
 
     @classmethod
     def init_from_config_path(cls, config_path: str | Path = DEFAULT_CONFIG) -> "LabelPredictor":
@@ -85,37 +113,41 @@ class LabelPredictor:
     def init_from_config_url(cls, config_url: str, cache_dir: str | Path | None = None) -> "LabelPredictor":
         return cls(load_bundle(config_url, cache_dir=cache_dir))
 
-    def scores(self, preds: np.ndarray) -> np.ndarray:
-        """All tag scores, (N, n_tags), in ``self.labels.ids`` order."""
-        return self.scorer.scores(preds)
+    def scores(self, preds: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """All tag scores, (N, n_tags), in ``self.labels.ids`` order (``calibrated=False``: the model's own)."""
+        return self.scorer.scores(preds, calibrated)
 
     def predict_from_array(
         self,
         pred: np.ndarray,
         top_k: int | None = 20,
-        min_score: float = 0.0,
+        min_score: float | None = None,
         include_broader: bool = True,
         order: str | None = None,
     ) -> list[Tag]:
-        """The best tags for one embedding, best first."""
+        """The best tags for one embedding, best first; ``min_score`` None: the bundle's "likely" cut-off."""
         return self.predict_batch(np.asarray(pred)[None], top_k, min_score, include_broader, order)[0]
 
     def predict_batch(
         self,
         preds: np.ndarray,
         top_k: int | None = 20,
-        min_score: float = 0.0,
+        min_score: float | None = None,
         include_broader: bool = True,
         order: str | None = None,
     ) -> list[list[Tag]]:
-        """The best tags for each row of ``preds`` (N, D)."""
+        """The best tags for each row of ``preds`` (N, D); ``min_score`` None: the bundle's cut-off."""
         scores = self.scorer.scores(preds)
         order = order or self.default_order
+        min_score = self.default_min_score if min_score is None else min_score
         return [self.scorer.rank(row, top_k, min_score, include_broader, order) for row in scores]
 
-    def predict_dataframe_from_array(self, pred: np.ndarray, top_k: int | None = 20, **kwargs):
-        """The seed's call: a DataFrame with columns ``label`` and ``scores``, best first."""
+    def predict_dataframe_from_array(self, pred: np.ndarray, top_k: int | None = 20, min_score: float = 0.0, **kwargs):
+        """The seed's call: a DataFrame with columns ``label`` and ``scores``, best first, ``top_k``
+        rows whatever their scores (the seed draws its chart from them), and ``likely``: whether
+        the score reaches the bundle's cut-off, i.e. whether the tag is shown by default."""
         import pandas as pd  # imported here: the CLI's cold start does not pay for pandas
 
-        tags = self.predict_from_array(pred, top_k=top_k, **kwargs)
-        return pd.DataFrame({"label": [t.label for t in tags], "scores": [t.score for t in tags]})
+        tags = self.predict_from_array(pred, top_k=top_k, min_score=min_score, **kwargs)
+        return pd.DataFrame({"label": [t.label for t in tags], "scores": [t.score for t in tags],
+                             "likely": [t.score >= self.default_min_score for t in tags]})

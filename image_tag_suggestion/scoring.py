@@ -10,6 +10,20 @@
 - ``identity``: uncalibrated embedding bundles, with ``scale = offset = 0.5`` this is
   ``(1 + cos) / 2 = 1 - d^2 / 4`` for unit vectors (d the Euclidean distance).
 
+Calibration. A softmax share is not the probability that a tag is right: on real photos
+the model is overconfident about its exact class and about right for broader sums. A
+bundle may carry ``calibration``: per group of tags (``specific`` classes, ``broader``
+sums, ``faces``), ``P(right) = sigmoid(slope * logit(score) + intercept)``, fitted on
+labelled photos; then every score a user sees is that probability, and one cut-off means
+the same for every tag.
+
+People. When the bundle has a face detector, an embedding ends with the face signals of
+``faces.py`` (the three best face scores and the best face's height share). "person" is
+the calibrated best face score (or its member classes' calibrated sum, if higher). A face
+is *present* when the detector gives it at least ``face_present``; "portrait" scores as
+"person" when exactly one face is present and it fills at least ``portrait_min_height``
+of the picture's height, "group of people" when three faces or more are present.
+
 Ranking. A broader tag always scores at least as high as any class below it, so
 ordering by score alone puts "animal" and "mammal" first. The default order is
 by *expected specificity*: ``score * specificity``, where a class has
@@ -26,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .labels import LabelTable
+from .faces import SIGNALS
 
 ACTIVATIONS = ("softmax", "sigmoid", "identity")
 ORDERS = ("specific", "score")
@@ -40,6 +55,22 @@ class Tag(NamedTuple):
     broader: bool
 
 
+CALIBRATED_GROUPS = ("specific", "broader", "faces")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``P(right) = sigmoid(slope * logit(score) + intercept)`` for one group of tags."""
+
+    slope: float = 1.0
+    intercept: float = 0.0
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        clipped = np.clip(scores, 1e-7, 1.0 - 1e-7)
+        logits = np.float32(self.slope) * np.log(clipped / (1.0 - clipped)) + np.float32(self.intercept)
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class ScoringRule:
     """How embeddings become scores; read from a bundle's ``scoring`` section."""
@@ -48,19 +79,37 @@ class ScoringRule:
     normalize: bool = False
     scale: float = 1.0
     offset: float = 0.0
+    calibration: dict | None = None  # group ("specific", "broader", "faces") -> Calibration
+    portrait_min_height: float = 0.15
+    face_present: float = 0.5
 
     @classmethod
     def from_config(cls, config: dict) -> "ScoringRule":
         unknown = set(config) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown scoring keys {sorted(unknown)}")
-        rule = cls(**config)
+        values = dict(config)
+        if values.get("calibration") is not None:
+            groups = values["calibration"]
+            if not isinstance(groups, dict) or set(groups) - set(CALIBRATED_GROUPS):
+                raise ValueError(f"scoring.calibration maps {CALIBRATED_GROUPS} to slope and intercept")
+            try:
+                values["calibration"] = {group: Calibration(float(v["slope"]), float(v["intercept"]))
+                                         for group, v in groups.items()}
+            except (KeyError, TypeError, ValueError):
+                raise ValueError("scoring.calibration: each group needs a numeric slope and intercept") from None
+        rule = cls(**values)
         if rule.activation not in ACTIVATIONS:
             raise ValueError(f"scoring.activation must be one of {ACTIVATIONS}, not {rule.activation!r}")
         return rule
 
     def to_config(self) -> dict:
-        return {"activation": self.activation, "normalize": self.normalize, "scale": self.scale, "offset": self.offset}
+        config = {"activation": self.activation, "normalize": self.normalize, "scale": self.scale, "offset": self.offset,
+                  "portrait_min_height": self.portrait_min_height, "face_present": self.face_present}
+        if self.calibration:
+            config["calibration"] = {group: {"slope": c.slope, "intercept": c.intercept}
+                                     for group, c in self.calibration.items()}
+        return config
 
 
 class Scorer:
@@ -76,12 +125,19 @@ class Scorer:
         self._bias = (bias + np.float32(rule.offset)).astype(np.float32)
         n = max(table.n_classes, 2)
         self.specificity = np.clip(1.0 - np.log(table.coverage) / np.log(n), 0.0, 1.0).astype(np.float32)
+        self.input_dim = table.dim + (len(SIGNALS) if table.people else 0)
 
-    def scores(self, embeddings: np.ndarray) -> np.ndarray:
-        """(N, D) or (D,) embeddings -> (N, n_tags) scores, classes then broader tags."""
+    def scores(self, embeddings: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """(N, D) or (D,) embeddings -> (N, n_tags) scores: classes, broader tags, people tags.
+
+        ``calibrated=False`` gives the model's own scores (softmax shares and their sums,
+        face scores), which is what a calibration is fitted on.
+        """
         embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
-        if embeddings.shape[1] != self._weights_t.shape[0]:
-            raise ValueError(f"embedding has {embeddings.shape[1]} dimensions, the labels {self._weights_t.shape[0]}")
+        if embeddings.shape[1] != self.input_dim:
+            raise ValueError(f"embedding has {embeddings.shape[1]} values, the labels need {self.input_dim}")
+        signals = embeddings[:, self.table.dim :]
+        embeddings = embeddings[:, : self.table.dim]
         if self.rule.normalize:
             embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
         logits = np.float32(self.rule.scale) * (embeddings @ self._weights_t) + self._bias
@@ -93,9 +149,30 @@ class Scorer:
             logits = 1.0 / (1.0 + np.exp(-logits))
         else:
             logits = np.clip(logits, 0.0, 1.0)
+        calibration = (self.rule.calibration or {}) if calibrated else {}
+        identity = Calibration(1.0, 0.0)
+        specific, broader = calibration.get("specific", identity), calibration.get("broader", identity)
+        scores = [specific(logits) if "specific" in calibration else logits]
         if self.table.broader_ids:
-            return np.concatenate([logits, logits @ self.table.membership], axis=1)
-        return logits
+            sums = logits @ self.table.membership
+            scores.append(broader(sums) if "broader" in calibration else sums)
+        if self.table.people:
+            scores.append(self._people(logits, signals, calibration.get("faces", identity), broader, bool(calibration)))
+        return np.concatenate(scores, axis=1) if len(scores) > 1 else scores[0]
+
+    def _people(self, probabilities, signals, faces: Calibration, broader: Calibration, calibrated: bool) -> np.ndarray:
+        """The people tags' scores from the face signals (module docstring)."""
+        best, second, third, height = (signals[:, i] for i in range(len(SIGNALS)))
+        person = faces(best) if calibrated else best
+        present = self.rule.face_present
+        one_face = (best >= present) & (second < present) & (height >= self.rule.portrait_min_height)
+        by_signal = {"person": person, "portrait": np.where(one_face, person, 0.0),
+                     "group": np.where(third >= present, person, 0.0)}
+        scores = np.stack([by_signal[tag.signal] for tag in self.table.people], axis=1).astype(np.float32)
+        members = probabilities @ self.table.people_membership
+        from_classes = broader(members) if calibrated else members
+        has_members = self.table.people_membership.any(axis=0)
+        return np.where(has_members, np.maximum(scores, from_classes), scores).astype(np.float32)
 
     def rank(
         self,

