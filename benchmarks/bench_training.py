@@ -1,6 +1,6 @@
 """Training throughput: prints figures, asserts nothing. The real configuration is the
-seed's MobileNetV2 at 224 px, batch 256, on a GPU, and DESIGN.md §3 asks the tf.data
-input to deliver at least 2,000 images/s from pre-resized files:
+seed's MobileNetV2 at 224 px, batch 256, on a GPU, where training is bound by its input:
+the tf.data input should deliver at least 2,000 images/s from pre-resized files:
 
     .venv/bin/python benchmarks/bench_training.py                  # batch 256 on a GPU, 32 on a CPU
     .venv/bin/python benchmarks/bench_training.py --batch-size 256 --steps 40

@@ -1,4 +1,4 @@
-"""The embedding model (DESIGN.md §2, kind a): image encoder, label table, triplet loss.
+"""The trainable embedding model (the seed's design): image encoder, label table, triplet loss.
 
     image -> backbone -> global pooling -> Dense(embedding_dim) -> L2 normalisation
     label -> trainable embedding row -> L2 normalisation

@@ -1,5 +1,6 @@
-"""Pre-resize a training set once, so training reads small files (DESIGN.md §3: on a
-GPU, decoding full-size photos is the bottleneck; the seed resized to 224 before
+"""Pre-resize a training set once, so training reads small files (on a GPU, decoding
+full-size photos is the bottleneck: 16 cores decode about 1,400 1024x768 JPEGs a second,
+while a GPU trains MobileNetV2 on 6,000-7,000; the seed resized to 224 before
 training too).
 
     image-tags prepare oidv6/images --out oidv6-256/images --size 256
