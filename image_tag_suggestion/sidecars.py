@@ -47,8 +47,13 @@ def json_path(image: str | os.PathLike) -> Path:
 
 
 def hierarchy(labels: LabelTable, tag: Tag) -> list[str]:
-    """The chain of broader tags above ``tag`` (widest first), ending with the tag itself."""
+    """The chain of broader tags above ``tag`` (widest first), ending with the tag itself.
+    A portrait or a group of people sits under "person"."""
     index = labels.ids.index(tag.id)
+    people = index - labels.n_classes - len(labels.broader_ids)
+    if people >= 0:
+        above = [t.name for t in labels.people if t.signal == "person" and t.id != tag.id]
+        return above + [tag.label]
     if index < labels.n_classes:
         members = {index}
     else:

@@ -86,6 +86,14 @@ def test_existing_sidecar_is_merged_not_clobbered(photos):
     assert description.get("{http://ns.adobe.com/xap/1.0/}Rating") == "4"
 
 
+def test_people_tags_sit_under_person(tmp_path, skimage_photos):
+    shutil.copy(skimage_photos["astronaut"], tmp_path / "astronaut.png")
+    assert tag(tmp_path / "astronaut.png", "--xmp").returncode == 0
+    xmp = exiftool(tmp_path / "astronaut.png.xmp")
+    assert {"person", "portrait"} <= set(as_list(xmp["Subject"]))
+    assert "person|portrait" in as_list(xmp["HierarchicalSubject"])
+
+
 def test_broken_existing_sidecar_is_left_alone_and_reported(photos):
     sidecar = photos / "fish.jpg.xmp"
     sidecar.write_text("<x:xmpmeta this is not xml")
