@@ -1,18 +1,25 @@
 """Model bundles: a folder with ``config.yaml``, an encoder and a label table.
 
 Everything that serves tags loads bundles and never cares how they were made.
-``config.yaml`` lists every file with its sha256, so a bundle can be checked on
-load and downloaded safely: :func:`download_bundle` fetches the files a remote
-config lists into a cache and refuses any whose hash differs.
+``config.yaml`` lists every file with its sha256 and size, so a bundle can be checked
+on load and downloaded safely.
 
-A config may also be a *pointer* (``bundle: default_model`` or
-``bundle: https://.../config.yaml``), as the package's own ``config.yaml`` is.
+Three doors, one for each kind of location, all behind :func:`load_bundle`:
+- :func:`open_bundle` opens a bundle folder (or its ``config.yaml``) on disk;
+- :func:`download_bundle` fetches the bundle whose ``config.yaml`` is at an http(s)
+  URL into a cache: plain file names only, each file's size capped by the size the
+  config declares and the whole by :data:`MAX_DOWNLOAD_BYTES`, every sha256 checked,
+  every file written whole or not at all; no other scheme (``file:``...) is followed;
+- a *pointer* config (``bundle: default_model`` or ``bundle: https://.../config.yaml``,
+  as the package's own ``config.yaml`` is) is followed at most :data:`MAX_POINTER_DEPTH`
+  times, so a loop ends with an error, not a crash.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import urllib.parse
@@ -31,6 +38,12 @@ FORMAT_VERSION = 1
 KINDS = ("classifier", "embedding")
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = PACKAGE_DIR / CONFIG_FILE
+MAX_POINTER_DEPTH = 3
+MAX_CONFIG_BYTES = 1 << 20
+#: The most a download may bring in all (``IMAGE_TAGS_MAX_DOWNLOAD``, bytes): a bundle is
+#: tens of MB, a hostile server could send without end.
+MAX_DOWNLOAD_BYTES = int(os.environ.get("IMAGE_TAGS_MAX_DOWNLOAD", 1 << 30))
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class BundleError(ValueError):
@@ -139,21 +152,46 @@ class Bundle:
 
 
 def load_bundle(location: str | Path = DEFAULT_CONFIG, cache_dir: str | Path | None = None, verify: bool = True) -> Bundle:
-    """Load a bundle from a folder, a ``config.yaml`` (bundle or pointer) or an http(s) URL."""
-    location = str(location)
-    if _is_url(location):
-        return load_bundle(download_bundle(location, cache_dir), verify=verify)
-    path = Path(location).expanduser()
+    """Load a bundle from a folder or ``config.yaml`` on disk (a bundle or a pointer), or
+    from the http(s) URL of a ``config.yaml`` (downloaded into ``cache_dir``)."""
+    return _load(str(location), cache_dir, verify, depth=0)
+
+
+def _load(location: str, cache_dir, verify: bool, depth: int) -> Bundle:
+    if depth > MAX_POINTER_DEPTH:
+        raise BundleError(f"{location}: more than {MAX_POINTER_DEPTH} pointers in a row (a config that points at itself?)")
+    if is_url(location):
+        return open_bundle(download_bundle(location, cache_dir, depth=depth), verify)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", location) or location.startswith("file:"):
+        raise BundleError(f"{location}: only http(s) URLs and paths on disk can hold a bundle")
+    config_path = _config_path(Path(location).expanduser())
+    config = _read_yaml(config_path)
+    if _is_pointer(config):
+        target = str(config["bundle"])
+        if not is_url(target):
+            target = str((config_path.parent / target).resolve())
+        return _load(target, cache_dir, verify, depth + 1)
+    return _validated(config_path.parent, config, verify)
+
+
+def open_bundle(folder: str | Path, verify: bool = True) -> Bundle:
+    """Open the bundle in ``folder`` (or the folder of the ``config.yaml`` given); no pointers."""
+    config_path = _config_path(Path(folder).expanduser())
+    config = _read_yaml(config_path)
+    if _is_pointer(config):
+        raise BundleError(f"{config_path}: a pointer to {config['bundle']!r}, not a bundle (use load_bundle)")
+    return _validated(config_path.parent, config, verify)
+
+
+def _config_path(path: Path) -> Path:
     config_path = path / CONFIG_FILE if path.is_dir() else path
     if not config_path.is_file():
-        raise BundleError(f"{location}: no such bundle folder or config file")
-    config = _read_yaml(config_path)
-    if "bundle" in config and "kind" not in config:  # a pointer
-        target = str(config["bundle"])
-        if not _is_url(target):
-            target = str((config_path.parent / target).resolve())
-        return load_bundle(target, cache_dir=cache_dir, verify=verify)
-    return _validated(config_path.parent, config, verify)
+        raise BundleError(f"{path}: no such bundle folder or config file")
+    return config_path
+
+
+def _is_pointer(config: dict) -> bool:
+    return "bundle" in config and "kind" not in config
 
 
 def _validated(folder: Path, config: dict, verify: bool) -> Bundle:
@@ -206,69 +244,131 @@ def find_bundles(models_dir: str | Path) -> list[Path]:
 
 
 def write_config(folder: str | Path, config: dict) -> Path:
-    """Write ``config.yaml`` for ``folder``, recording the sha256 of every listed file."""
+    """Write ``config.yaml`` for ``folder``, recording the sha256 and size of every listed file."""
     folder = Path(folder)
     config = dict(config)
     config["format_version"] = FORMAT_VERSION
     config["files"] = {name: sha256_of(folder / name) for name in sorted(config.get("files") or {})}
+    config["sizes"] = {name: (folder / name).stat().st_size for name in config["files"]}
     path = folder / CONFIG_FILE
     path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return path
 
 
-def download_bundle(url: str, cache_dir: str | Path | None = None, timeout: float = 60.0) -> Path:
-    """Fetch the bundle whose ``config.yaml`` is at ``url``; return the local folder.
+def download_bundle(url: str, cache_dir: str | Path | None = None, timeout: float = 60.0, depth: int = 0) -> Path:
+    """Fetch the bundle whose ``config.yaml`` is at the http(s) ``url``; return the local folder.
 
-    Files are fetched next to the config's URL, checked against their sha256 and
-    kept in ``cache_dir`` (default ``~/.cache/image_tag_suggestion``); a second
-    call reuses files whose hash still matches. A pointer config is followed.
+    Files are fetched next to the config's URL, each capped by the size the config declares
+    (``sizes``) and all together by :data:`MAX_DOWNLOAD_BYTES`, checked against their sha256
+    and kept in ``cache_dir`` (default ``~/.cache/image_tag_suggestion``); a second call
+    reuses files whose hash still matches. A pointer config is followed (see the module).
     """
-    config_bytes = _fetch(url, timeout)
+    if not is_url(url):
+        raise BundleError(f"{url}: only http(s) URLs are downloaded")
+    if depth > MAX_POINTER_DEPTH:
+        raise BundleError(f"{url}: more than {MAX_POINTER_DEPTH} pointers in a row (a config that points at itself?)")
+    config_bytes = _fetch(url, timeout, MAX_CONFIG_BYTES)
     try:
         config = yaml.safe_load(config_bytes)
     except yaml.YAMLError as exc:
         raise BundleError(f"{url}: config is not valid YAML ({exc})") from None
     if not isinstance(config, dict):
         raise BundleError(f"{url}: config is not a YAML mapping")
-    if "bundle" in config and "kind" not in config:
-        return download_bundle(urllib.parse.urljoin(url, str(config["bundle"])), cache_dir, timeout)
-    files = config.get("files")
+    if _is_pointer(config):
+        return download_bundle(urllib.parse.urljoin(url, str(config["bundle"])), cache_dir, timeout, depth + 1)
+    files, sizes = config.get("files"), config.get("sizes") or {}
     if not isinstance(files, dict) or not files:
         raise BundleError(f"{url}: config.yaml lists no files with sha256")
-    folder = Path(cache_dir or default_cache_dir()) / hashlib.sha256(config_bytes).hexdigest()[:24]
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, digest in files.items():
+    for name in files:
         _check_file_name(name, url)
+    if not isinstance(sizes, dict) or not all(isinstance(v, int) and v >= 0 for v in sizes.values()):
+        raise BundleError(f"{url}: config.yaml's sizes must map file names to byte counts")
+    if sum(sizes.get(name, 0) for name in files) > MAX_DOWNLOAD_BYTES:
+        raise BundleError(f"{url}: the bundle declares more than {MAX_DOWNLOAD_BYTES} bytes; refusing it "
+                          "(IMAGE_TAGS_MAX_DOWNLOAD raises the limit)")
+    folder = Path(cache_dir or default_cache_dir()) / hashlib.sha256(config_bytes).hexdigest()[:24]  # see cached_bundles
+    folder.mkdir(parents=True, exist_ok=True)
+    budget = MAX_DOWNLOAD_BYTES
+    for name, digest in files.items():
         target = folder / name
         if target.is_file() and sha256_of(target) == digest:
             continue
-        _download_verified(urllib.parse.urljoin(url, name), target, str(digest), timeout)
-    (folder / CONFIG_FILE).write_bytes(config_bytes)
+        budget -= _download_verified(_child_url(url, name), target, str(digest), timeout, min(budget, sizes.get(name, budget)))
+    _atomic_write(folder / CONFIG_FILE, config_bytes)
     return folder
 
 
-def _download_verified(url: str, target: Path, digest: str, timeout: float) -> None:
+def cached_bundles(cache_dir: str | Path | None = None) -> list[tuple[Path, int]]:
+    """The downloaded bundles in the cache, with their sizes in bytes (other folders are not ours)."""
+    folder = Path(cache_dir or default_cache_dir())
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir() and re.fullmatch(r"[0-9a-f]{24}", entry.name) and (entry / CONFIG_FILE).is_file():
+            found.append((entry, sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())))
+    return found
+
+
+def clear_cache(cache_dir: str | Path | None = None) -> tuple[int, int]:
+    """Delete the downloaded bundles; returns (bundles, bytes) removed."""
+    bundles = cached_bundles(cache_dir)
+    for entry, _ in bundles:
+        shutil.rmtree(entry)
+    return len(bundles), sum(size for _, size in bundles)
+
+
+def _child_url(url: str, name: str) -> str:
+    child = urllib.parse.urljoin(url, name)
+    if not is_url(child) or urllib.parse.urlsplit(child).netloc != urllib.parse.urlsplit(url).netloc:
+        raise BundleError(f"{url}: file {name!r} would be fetched from elsewhere ({child})")
+    return child
+
+
+def _download_verified(url: str, target: Path, digest: str, timeout: float, limit: int) -> int:
+    """Stream ``url`` into ``target`` (whole or not at all); returns the bytes written."""
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".part-")
     try:
-        hasher = hashlib.sha256()
+        hasher, size = hashlib.sha256(), 0
         with os.fdopen(handle, "wb") as out, _open_url(url, timeout) as response:
             for chunk in iter(lambda: response.read(1 << 20), b""):
+                size += len(chunk)
+                if size > limit:
+                    raise BundleError(f"{url}: larger than the {limit} bytes allowed (config.yaml's size or the "
+                                      "download limit); refusing it")
                 hasher.update(chunk)
                 out.write(chunk)
         if hasher.hexdigest() != digest:
             raise BundleError(f"{url}: sha256 {hasher.hexdigest()} does not match {digest} from config.yaml; refusing it")
-        shutil.move(temporary, target)
+        os.replace(temporary, target)
+        return size
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
 
 
-def _fetch(url: str, timeout: float) -> bytes:
+def _atomic_write(path: Path, data: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _fetch(url: str, timeout: float, limit: int) -> bytes:
     with _open_url(url, timeout) as response:
-        return response.read()
+        data = response.read(limit + 1)
+    if len(data) > limit:
+        raise BundleError(f"{url}: larger than {limit} bytes; not a config.yaml")
+    return data
 
 
 def _open_url(url: str, timeout: float):
+    if not is_url(url):
+        raise BundleError(f"{url}: only http(s) URLs are downloaded")
     try:
         return urllib.request.urlopen(url, timeout=timeout)
     except OSError as exc:  # URLError, HTTPError and timeouts are all OSErrors
@@ -286,9 +386,11 @@ def _read_yaml(path: Path) -> dict:
 
 
 def _check_file_name(name: str, where: str) -> None:
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", "..") or name == CONFIG_FILE:
-        raise BundleError(f"{where}: file name {name!r} is not a plain file name inside the bundle")
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or name == CONFIG_FILE:
+        raise BundleError(f"{where}: file name {name!r} is not a plain file name inside the bundle "
+                          "(letters, digits, '.', '_' and '-', not starting with '.')")
 
 
-def _is_url(location: str) -> bool:
-    return location.startswith(("http://", "https://"))
+def is_url(location: str) -> bool:
+    """An http(s) URL: the only kind of address a bundle is downloaded from."""
+    return urllib.parse.urlsplit(location).scheme in ("http", "https") and "://" in location

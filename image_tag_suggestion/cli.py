@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import __version__
 
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     tag = commands.add_parser("tag", help="tag image files and folders (recursively)")
+    tag.set_defaults(run=_tag)
     tag.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     tag.add_argument("--top-k", type=_positive, default=20, help="tags per image (default 20)")
     tag.add_argument("--min-score", type=_score, default=None,
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     train = commands.add_parser("train", help="train an embedding model on labelled images and export a bundle")
+    train.set_defaults(run=_train)
     _data_arguments(train)
     train.add_argument("--out", required=True, help="bundle folder to write")
     train.add_argument("--backbone", choices=("mobilenet_v2", "efficientnet_lite0"), default="mobilenet_v2")
@@ -82,12 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-q", "--quiet", action="store_true")
 
     prepare = commands.add_parser("prepare", help="pre-resize a training set once (short side --size, JPEG, same layout)")
+    prepare.set_defaults(run=_prepare)
     prepare.add_argument("source", help="folder of images")
     prepare.add_argument("--out", required=True, help="folder to write")
     prepare.add_argument("--size", type=_positive, default=256, help="short side in pixels (default 256)")
     prepare.add_argument("-q", "--quiet", action="store_true")
 
     evaluate = commands.add_parser("evaluate", help="mAP (Open Images protocol), hit@1/5/20 of a bundle on labelled images")
+    evaluate.set_defaults(run=_evaluate)
     _data_arguments(evaluate)
     evaluate.add_argument("--model", default=None, help="bundle folder, config.yaml or URL (default: the built-in model)")
     evaluate.add_argument("--per-class", default=None, metavar="CSV", help="write AP per class to this CSV")
@@ -95,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser("index", help="index a collection (SQLite): paths, hashes, embeddings, tags; "
                                               "re-runs process only new or changed files")
+    index.set_defaults(run=_index)
     index.add_argument("paths", nargs="+", metavar="PATH", help="folders or files")
     index.add_argument("--out", required=True, metavar="INDEX", help="the index file (created or updated)")
     index.add_argument("--model", default=None, help="bundle (default: the built-in model)")
@@ -104,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("-q", "--quiet", action="store_true")
 
     search = commands.add_parser("search", help="images of an index ranked by one tag's score")
+    search.set_defaults(run=_search)
     search.add_argument("index", metavar="INDEX")
     search.add_argument("tag", help="a tag's name, synonym or id, e.g. dog, alsatian, cars")
     search.add_argument("--top-k", type=_positive, default=20)
@@ -113,14 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--format", choices=("table", "jsonl"), default="table")
 
     similar = commands.add_parser("similar", help="images of an index ranked by similarity to a photo")
+    similar.set_defaults(run=_similar)
     similar.add_argument("index", metavar="INDEX")
     similar.add_argument("photo", help="any photo, in the index or not")
     similar.add_argument("--top-k", type=_positive, default=20)
     similar.add_argument("--format", choices=("table", "jsonl"), default="table")
 
     app = commands.add_parser("app", help="run the Streamlit app (port from --port, else $PORT, else 8501)")
+    app.set_defaults(run=_app)
     app.add_argument("--port", type=_positive, default=None)
     app.add_argument("--address", default=None, help="address to bind (default 0.0.0.0 when $PORT is set, else localhost)")
+
+    cache = commands.add_parser("cache", help="the downloaded bundles: list them, or clear them")
+    cache.set_defaults(run=_cache)
+    cache.add_argument("action", choices=("list", "clear"))
+    cache.add_argument("--dir", default=None, help="the cache folder (default $IMAGE_TAGS_CACHE or ~/.cache/image_tag_suggestion)")
     return parser
 
 
@@ -172,21 +186,22 @@ def _data_arguments(parser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "tag":
-        return _tag(args)
-    if args.command == "app":
-        return _app(args)
-    if args.command == "train":
-        return _train(args)
-    if args.command == "index":
-        return _index(args)
-    if args.command in ("search", "similar"):
-        return _query(args)
-    if args.command == "evaluate":
-        return _evaluate(args)
-    if args.command == "prepare":
-        return _prepare(args)
-    return 2  # unreachable: argparse requires a command
+    return args.run(args)
+
+
+def _cache(args) -> int:
+    from .bundle import cached_bundles, clear_cache, default_cache_dir
+
+    folder = Path(args.dir) if args.dir else default_cache_dir()
+    if args.action == "clear":
+        bundles, size = clear_cache(folder)
+        print(f"{folder}: removed {bundles} downloaded bundles ({size / 1e6:.1f} MB)")
+        return 0
+    bundles = cached_bundles(folder)
+    for entry, size in bundles:
+        print(f"{size / 1e6:8.1f} MB  {entry}")
+    print(f"{folder}: {len(bundles)} downloaded bundles")
+    return 0
 
 
 def _index(args) -> int:
@@ -208,38 +223,46 @@ def _index(args) -> int:
     return _report_failures(report.failed)
 
 
-def _query(args) -> int:
-    import json
-
-    from .collection import CollectionError, EmbeddingMatrix, index_meta, search_tag
+def _search(args) -> int:
+    from .collection import CollectionError, search_tag
 
     try:
-        if args.command == "search":
-            title, hits = search_tag(args.index, args.tag, args.top_k, args.min_score)
-        else:
-            from .bundle import load_bundle
-            from .images import ImageError
-            from .predictors import ImagePredictor
-
-            meta = index_meta(args.index)
-            matrix = EmbeddingMatrix.load(args.index)
-            try:
-                embedding, _ = ImagePredictor(load_bundle(meta["model_path"])).predict_from_file(args.photo)
-            except ImageError as exc:
-                raise CollectionError(str(exc)) from None
-            title, hits = f"like {args.photo}", matrix.nearest(embedding, args.top_k)
+        title, hits = search_tag(args.index, args.tag, args.top_k, args.min_score)
     except CollectionError as exc:
         print(f"image-tags: {exc}", file=sys.stderr)
         return 1
-    for hit in hits:
-        if args.format == "jsonl":
-            print(json.dumps({"file": hit.path, "score": round(hit.score, 4)}))
-        else:
-            print(f"{hit.score:6.3f}  {hit.path}")
-    if not hits and args.command == "search":
+    _print_hits(hits, args.format)
+    if not hits:
         print(f"image-tags: no indexed image is likely to show {title!r} (--min-score 0 shows weaker matches)",
               file=sys.stderr)
     return 0
+
+
+def _similar(args) -> int:
+    from .bundle import BundleError, load_bundle
+    from .collection import CollectionError, EmbeddingMatrix, index_meta
+    from .images import ImageError
+    from .predictors import ImagePredictor
+
+    try:
+        meta = index_meta(args.index)
+        matrix = EmbeddingMatrix.load(args.index)
+        embedding, _ = ImagePredictor(load_bundle(meta["model_path"])).predict_from_file(args.photo)
+    except (CollectionError, BundleError, ImageError) as exc:
+        print(f"image-tags: {exc}", file=sys.stderr)
+        return 1
+    _print_hits(matrix.nearest(embedding, args.top_k), args.format)
+    return 0
+
+
+def _print_hits(hits, output_format: str) -> None:
+    import json
+
+    for hit in hits:
+        if output_format == "jsonl":
+            print(json.dumps({"file": hit.path, "score": round(hit.score, 4)}))
+        else:
+            print(f"{hit.score:6.3f}  {hit.path}")
 
 
 def _load_data(args):
@@ -313,13 +336,14 @@ def _evaluate(args) -> int:
 def _app(args) -> int:
     """Replace this process with ``streamlit run`` on the app (what Docker and Heroku start)."""
     import os
-    from pathlib import Path
 
     port = args.port or int(os.environ.get("PORT", "8501"))
     address = args.address or ("0.0.0.0" if "PORT" in os.environ else "localhost")
     script = Path(__file__).resolve().parent / "main.py"
+    # A deployment faces the public: no developer toolbar (Deploy, rerun, clear cache), no tracebacks.
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-               "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+               "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "viewer", "--client.showErrorDetails", "none"]
     os.execv(sys.executable, command)
     return 0  # not reached
 

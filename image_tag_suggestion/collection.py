@@ -83,12 +83,34 @@ def model_fingerprint(bundle: Bundle) -> str:
 
 
 def connect(index: str | os.PathLike, create: bool = False) -> sqlite3.Connection:
+    """Open an index: read-only to search it, read-write (``create``) to build it. A file that
+    is not an index of ours is refused, never written to."""
     path = Path(index)
     if not create and not path.is_file():
         raise CollectionError(f"{path}: no such index (make one with: image-tags index FOLDER --out {path})")
-    connection = sqlite3.connect(path)
-    connection.execute("PRAGMA foreign_keys = ON")
-    connection.executescript(SCHEMA)
+    try:
+        if create:
+            if path.is_file() and path.stat().st_size > 0:
+                _check_is_index(_read_only(path), path).close()
+            connection = sqlite3.connect(path)
+            connection.execute("PRAGMA foreign_keys = ON")
+            connection.executescript(SCHEMA)
+            return connection
+        return _check_is_index(_read_only(path), path)
+    except sqlite3.DatabaseError as exc:
+        raise CollectionError(f"{path}: not an image-tags index ({exc})") from None
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
+def _check_is_index(connection: sqlite3.Connection, path: Path) -> sqlite3.Connection:
+    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not {"meta", "images", "tags", "labels"} <= tables:
+        connection.close()
+        raise CollectionError(f"{path}: not an image-tags index (it has no tables images, tags, labels, meta); "
+                              "choose another file")
     return connection
 
 

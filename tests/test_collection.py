@@ -85,3 +85,20 @@ def test_cli_index_search_similar_and_model_mismatch(album, tmp_path, tiny_bundl
     mismatch = cli("index", album, "--out", index, "--model", tiny_bundle, "-q")
     assert mismatch.returncode == 2 and "made with the model" in mismatch.stderr
     assert cli("search", tmp_path / "missing.sqlite", "dog").returncode == 1
+
+
+def test_a_file_that_is_not_an_index_is_refused_and_left_alone(tmp_path, default_predictors):
+    text = tmp_path / "notes.txt"
+    text.write_text("just some text, long enough to not be an empty file " * 20)
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE contacts (name TEXT)")
+    before = {p: p.read_bytes() for p in (text, empty, other)}
+    for path in (text, empty, other):
+        with pytest.raises(CollectionError, match="not an image-tags index"):
+            search_tag(path, "dog")
+    with pytest.raises(CollectionError, match="not an image-tags index"):
+        build_index([tmp_path], other, *default_predictors)  # never writes its tables into another program's database
+    assert {p: p.read_bytes() for p in before} == before

@@ -68,6 +68,8 @@ def test_setup_sh_writes_a_safe_streamlit_config(tmp_path):
     assert config["server"]["headless"] is True and config["server"]["port"] == 43210
     assert config["server"].get("enableCORS", True) and config["server"].get("enableXsrfProtection", True)
     assert not (tmp_path / ".streamlit" / "credentials.toml").exists()
+    # A public visitor: no developer toolbar (Deploy, clear cache), no tracebacks with server paths.
+    assert config["client"] == {"toolbarMode": "viewer", "showErrorDetails": "none"}
 
 
 @pytest.mark.slow
