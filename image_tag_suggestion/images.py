@@ -1,9 +1,15 @@
 """Image file -> decoded, upright RGB pixels.
 
 Everything a user may upload goes through :func:`load_image`: a path, a
-file-like object or raw bytes, in any format Pillow reads. Whatever goes wrong
-(not an image, truncated, empty, too many pixels) surfaces as one exception
-type, :class:`ImageError`, whose message a user can act on.
+file-like object or raw bytes, in any format Pillow reads (HEIC/HEIF too, through
+``pillow-heif``, loaded the first time Pillow alone cannot tell a file). Whatever goes
+wrong (not an image, truncated, empty, unreadable, too many or too few pixels) surfaces
+as one exception type, :class:`ImageError`, whose message a user can act on.
+
+Memory is bounded before any pixel is allocated: the size a file declares (after a
+JPEG's reduced decode) is checked against ``max_pixels`` first. Pillow's own bomb guard,
+a process-wide setting, is lifted while a header is read so that ``max_pixels`` alone
+decides, in both directions.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import io
 import os
 import struct
-import warnings
+import threading
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -20,14 +27,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 
-#: Default ceiling on width x height, far above any camera (a 102-MP medium
-#: format frame is 0.1 G) and far below a decompression bomb's billions.
-DEFAULT_MAX_PIXELS = 180_000_000
+#: Default ceiling on the pixels decoded (width x height, after a JPEG's reduced decode):
+#: 100 MP is 300 MB of RGB, the most a laptop should spend on one picture. Camera JPEGs
+#: far larger than that are decoded at a reduced scale and pass; a PNG that declares
+#: 177 MP in 22 kB does not.
+DEFAULT_MAX_PIXELS = 100_000_000
+#: A picture needs this many pixels on its short side to be tagged at all.
+MIN_SIDE = 16
 
 #: File name extensions the CLI picks up when it walks a folder.
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".avif", ".ppm", ".pgm"}
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".ppm", ".pgm"}
 )
+_PILLOW_GUARD = threading.Lock()
+_HEIF = {"registered": False}
 
 
 class ImageError(ValueError):
@@ -41,7 +54,8 @@ def describe_source(source: ImageSource) -> str:
     return getattr(source, "name", None) or "image data"
 
 
-def load_image(source: ImageSource, min_size: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_image(source: ImageSource, min_size: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               min_side: int | None = None) -> np.ndarray:
     """Decode ``source`` to an upright ``uint8`` RGB array of shape (H, W, 3).
 
     Args:
@@ -49,7 +63,9 @@ def load_image(source: ImageSource, min_size: int | None = None, max_pixels: int
         min_size: if given, JPEGs may be decoded at a reduced scale (1/2, 1/4, 1/8)
             as long as the short side stays at least this many pixels, so a 12-MP
             photo costs a fraction of a full decode when the model needs 256 px.
-        max_pixels: refuse images with more pixels than this (``None``: no limit).
+        max_pixels: refuse images that would decode to more pixels than this, before
+            decoding them (``None``: no limit).
+        min_side: refuse images whose short side is smaller than this.
 
     EXIF orientation is applied, transparency is composited on white, palette,
     grayscale, CMYK and 16-bit images become 8-bit RGB, and animations give their
@@ -58,24 +74,41 @@ def load_image(source: ImageSource, min_size: int | None = None, max_pixels: int
     name = describe_source(source)
     try:
         with _open(source, name) as image:
-            _check_pixels(image, name, max_pixels)
+            if min_side and min(image.size) < min_side:
+                raise ImageError(f"{name}: too small to tag ({image.size[0]}x{image.size[1]} pixels); the short side "
+                                 f"needs at least {min_side}")
             if min_size and image.format == "JPEG":
                 _draft(image, min_size)
+            _check_pixels(image, name, max_pixels)
             try:
                 image.seek(0)
             except EOFError:
                 pass
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+            big = image.size[0] * image.size[1] > (Image.MAX_IMAGE_PIXELS or float("inf"))
+            with _pillow_guard_lifted() if big else nullcontext():  # max_pixels has already decided
                 image.load()
                 upright = ImageOps.exif_transpose(image)
             return _to_rgb_array(upright)
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{name}: too many pixels to decode safely ({exc})") from None  # pragma: no cover
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+    except PermissionError:
+        raise ImageError(f"{name}: cannot be read: permission denied") from None
+    except MemoryError:
+        raise ImageError(f"{name}: out of memory while decoding; the picture is too large for this machine") from None
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error, Image.DecompressionBombError) as exc:
         raise ImageError(f"{name}: the image data is damaged or incomplete ({_reason(exc)}); re-export or re-download the file") from None
+
+
+@contextmanager
+def _pillow_guard_lifted():
+    """Pillow's decompression-bomb guard off, under a lock (it is one setting for the whole process)."""
+    with _PILLOW_GUARD:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _open(source: ImageSource, name: str) -> Image.Image:
@@ -91,6 +124,8 @@ def _open(source: ImageSource, name: str) -> Image.Image:
             raise ImageError(f"{name}: is a folder, not an image file")
         if path.stat().st_size == 0:
             raise ImageError(f"{name}: the file is empty")
+        if not os.access(path, os.R_OK):
+            raise ImageError(f"{name}: cannot be read: permission denied")
         stream = os.fspath(path)
     else:
         stream = source
@@ -99,11 +134,36 @@ def _open(source: ImageSource, name: str) -> Image.Image:
         if hasattr(stream, "getbuffer") and len(stream.getbuffer()) == 0:
             raise ImageError(f"{name}: the file is empty")
     try:
-        return Image.open(stream)
+        try:
+            return _open_unguarded(stream)
+        except UnidentifiedImageError:
+            if not _register_heif():
+                raise
+            if hasattr(stream, "seek"):
+                stream.seek(0)
+            return _open_unguarded(stream)
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file Pillow can read (expected JPEG, PNG, WebP, GIF, BMP, TIFF...)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: too many pixels to decode safely; Pillow refuses it as a possible decompression bomb ({exc})") from None
+        raise ImageError(f"{name}: not an image file Pillow can read (expected JPEG, PNG, WebP, GIF, BMP, TIFF, "
+                         "HEIC, AVIF...)") from None
+
+
+def _open_unguarded(stream) -> Image.Image:
+    """Read the header with Pillow's guard lifted: our own check comes next."""
+    with _pillow_guard_lifted():
+        return Image.open(stream)
+
+
+def _register_heif() -> bool:
+    """Teach Pillow HEIC/HEIF (pillow-heif), once; False if it was already there or is missing."""
+    if _HEIF["registered"]:
+        return False
+    _HEIF["registered"] = True
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 
 def _check_pixels(image: Image.Image, name: str, max_pixels: int | None) -> None:

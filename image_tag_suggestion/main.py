@@ -26,7 +26,7 @@ from image_tag_suggestion.charts import tags_chart
 from image_tag_suggestion.formats import tag_line, to_csv, to_json
 from image_tag_suggestion.tagging import TagResult, tag_files
 
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "heic", "heif", "avif"]
 MODELS_DIR = os.environ.get("IMAGE_TAGS_MODELS_DIR", "models")
 REMOTE_MODELS = os.environ.get("IMAGE_TAGS_REMOTE_MODELS", "").split()
 INDEX = os.environ.get("IMAGE_TAGS_INDEX", "").strip()

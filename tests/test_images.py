@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -143,4 +144,45 @@ def test_decompression_bomb_header_is_refused():
     with pytest.raises(ImageError, match="too many pixels"):
         load_image(bomb)
     with pytest.raises(ImageError, match="too many pixels"):
-        load_image(bomb, max_pixels=None)  # Pillow's own guard still holds
+        load_image(bomb, max_pixels=1_000_000_000)
+
+
+def test_the_pixel_limit_decides_both_ways():
+    """Under Pillow's own guard (89 MP warns, 179 MP refuses) our limit still says no; over it,
+    a camera-sized JPEG that a reduced decode makes small still says yes."""
+    png = save(Image.new("1", (13_300, 13_300)), "PNG", optimize=True)  # 177 MP in a few kB
+    assert len(png) < 100_000
+    with pytest.raises(ImageError, match="too many pixels .*177 megapixels"):
+        load_image(png)  # refused from its header, before any pixel is allocated
+    jpeg = save(Image.new("L", (14_000, 14_000), 128), "JPEG", quality=20)  # 196 MP: Pillow alone refuses to open it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no bomb warning leaks out either
+        small = load_image(jpeg, min_size=256)
+    assert small.shape == (1750, 1750, 3)  # decoded at 1/8
+    with pytest.raises(ImageError, match="too many pixels"):
+        load_image(jpeg)  # at full size it would be 196 MP
+
+
+def test_tiny_and_thin_images_are_explained(default_predictors):
+    image_predictor, _ = default_predictors
+    for size in ((1, 1), (20_000, 1), (15, 400)):
+        with pytest.raises(ImageError, match="too small to tag"):
+            image_predictor.load(save(Image.new("RGB", size), "PNG"))
+    assert image_predictor.load(save(Image.new("RGB", (16, 400)), "PNG")).shape == (400, 16, 3)
+
+
+def test_heic_and_avif_decode_and_a_damaged_avif_is_an_image_error(tmp_path):
+    import pillow_heif
+
+    pixels = make_photo_like(3)
+    heic = io.BytesIO()
+    pillow_heif.from_pillow(Image.fromarray(pixels)).save(heic, quality=90)
+    decoded = load_image(heic.getvalue())
+    assert decoded.shape == pixels.shape and np.abs(decoded.astype(int) - pixels).mean() < 12
+    avif = save(Image.fromarray(pixels), "AVIF", quality=90)
+    assert load_image(avif).shape == pixels.shape
+    damaged = bytearray(avif)
+    for i in range(len(damaged) // 2, len(damaged), 7):  # the header stays, the picture data does not
+        damaged[i] ^= 0xFF
+    with pytest.raises(ImageError, match="damaged"):  # Pillow's AVIF decoder raises RuntimeError here
+        load_image(bytes(damaged))
