@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--threads", type=_positive, default=None, help="encoder threads (default: all cores)")
     tag.add_argument("--max-pixels", type=_positive, default=None, help="refuse images with more pixels than this")
     tag.add_argument("--xmp", action="store_true",
-                     help="write/merge PHOTO.xmp sidecars (dc:subject keywords, lr:hierarchicalSubject paths)")
+                     help="write/merge XMP sidecars (dc:subject keywords, lr:hierarchicalSubject paths)")
+    tag.add_argument("--xmp-name", choices=("PHOTO.ext.xmp", "PHOTO.xmp"), default="PHOTO.ext.xmp",
+                     help="sidecar name: photo.jpg.xmp (darktable, digiKam; default) or photo.xmp "
+                          "(Lightroom, Capture One)")
     tag.add_argument("--json-sidecar", action="store_true", help="write PHOTO.tags.json sidecars")
     tag.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -173,7 +176,7 @@ def _write_sidecars(result, models, args) -> None:
 
     groups = [(result.tags, models[0][2])] + [(result.more[name], lp) for name, _, lp in models[1:]]
     if args.xmp:
-        write_xmp(result.file, *keywords_and_paths([(tags, lp.labels) for tags, lp in groups]))
+        write_xmp(result.file, *keywords_and_paths([(tags, lp.labels) for tags, lp in groups]), naming=args.xmp_name)
     if args.json_sidecar:
         write_json(result.file, [t for tags, _ in groups for t in tags], ", ".join(name for name, _, _ in models))
 

@@ -103,3 +103,45 @@ def test_broken_existing_sidecar_is_left_alone_and_reported(photos):
     assert "sidecar could not be written" in records["fish.jpg"]["error"]
     assert "tags" in records["puppy.jpg"]
     assert sidecar.read_text() == "<x:xmpmeta this is not xml"
+
+
+def test_a_sidecar_exiftool_wrote_keeps_everything(photos):
+    """exiftool writes one rdf:Description per namespace, an xpacket wrapper and its own
+    prefixes: after our merge every field is still there, the keywords are in one place, the
+    wrapper and the prefixes are unchanged, and so is the file's mode."""
+    import os
+
+    sidecar = photos / "puppy.xmp"  # the name Lightroom reads
+    subprocess.run(["exiftool", "-q", "-o", str(sidecar), "-XMP-dc:Subject=holiday", "-XMP-xmp:Rating=4",
+                    "-XMP-dc:Title=Summer", "-XMP-lr:HierarchicalSubject=places|beach", "-XMP-photoshop:City=Paris",
+                    "-XMP-xmpMM:DocumentID=abc-123"], check=True)
+    os.chmod(sidecar, 0o640)
+    original = sidecar.read_text(encoding="utf-8")
+    assert original.startswith("<?xpacket") and original.count("<rdf:Description") >= 4
+    assert tag(photos / "puppy.jpg", "--xmp", "--xmp-name", "PHOTO.xmp").returncode == 0
+    assert not (photos / "puppy.jpg.xmp").exists()
+    merged = exiftool(sidecar)
+    assert as_list(merged["Subject"])[0] == "holiday" and "dog" in as_list(merged["Subject"])
+    assert "places|beach" in as_list(merged["HierarchicalSubject"])
+    assert any(p.endswith("|dog") for p in as_list(merged["HierarchicalSubject"]))
+    assert (merged["Rating"], merged["Title"], merged["City"], merged["DocumentID"]) == (4, "Summer", "Paris", "abc-123")
+    text = sidecar.read_text(encoding="utf-8")
+    assert text.startswith(original.split("\n", 1)[0]) and text.rstrip().endswith("<?xpacket end='w'?>")
+    assert "xmlns:photoshop=" in text and "xmlns:xmpMM=" in text and "ns0:" not in text
+    assert text.count("<dc:subject>") == 1 and text.count("<lr:hierarchicalSubject>") == 1
+    assert os.stat(sidecar).st_mode & 0o777 == 0o640
+    # A second run replaces our keywords and keeps the user's, still in one place.
+    assert tag(photos / "puppy.jpg", "--xmp", "--xmp-name", "PHOTO.xmp", "--min-score", "0.98", "--top-k", "1").returncode == 0
+    again = exiftool(sidecar)
+    assert as_list(again["Subject"])[0] == "holiday" and len(as_list(again["Subject"])) == 2
+
+
+def test_a_new_sidecar_is_a_normal_file(photos):
+    import os
+
+    assert tag(photos / "fish.jpg", "--xmp").returncode == 0
+    sidecar = photos / "fish.jpg.xmp"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(sidecar).st_mode & 0o777 == 0o666 & ~umask  # not the 0600 of a temporary file
+    assert sidecar.read_text(encoding="utf-8").startswith("<?xpacket begin=")
