@@ -99,6 +99,22 @@ def load_image(source: ImageSource, min_size: int | None = None, max_pixels: int
         raise ImageError(f"{name}: the image data is damaged or incomplete ({_reason(exc)}); re-export or re-download the file") from None
 
 
+def probe_image(source: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """The (width, height) a file declares, read from its header without decoding it; the
+    errors are :func:`load_image`'s (not an image, unreadable, too many pixels...)."""
+    name = describe_source(source)
+    try:
+        with _open(source, name) as image:
+            _check_pixels(image, name, max_pixels)
+            return image.size
+    except ImageError:
+        raise
+    except PermissionError:
+        raise ImageError(f"{name}: cannot be read: permission denied") from None
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error) as exc:
+        raise ImageError(f"{name}: the image data is damaged or incomplete ({_reason(exc)})") from None
+
+
 @contextmanager
 def _pillow_guard_lifted():
     """Pillow's decompression-bomb guard off, under a lock (it is one setting for the whole process)."""

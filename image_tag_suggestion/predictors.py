@@ -21,10 +21,10 @@ from .scoring import Scorer, Tag
 
 
 class Prepared(NamedTuple):
-    """One decoded image made ready for the models: the encoder's crop and, when the
-    bundle has a face detector, the detector's letterboxed input."""
+    """One decoded image made ready for the models: the encoder's crops (one, or a few
+    along a panorama) and, when the bundle has a face detector, its letterboxed input."""
 
-    crop: np.ndarray
+    crops: np.ndarray
     faces: tuple | None = None
 
 
@@ -80,13 +80,16 @@ class ImagePredictor:
 
     def prepare(self, pixels: np.ndarray) -> Prepared:
         """The per-image work before the models run (cheap, thread-safe: done in decode threads)."""
-        return Prepared(self.preprocessing.crop(pixels), letterbox(pixels) if self.face_detector else None)
+        return Prepared(self.preprocessing.tiles(pixels), letterbox(pixels) if self.face_detector else None)
 
     def encode(self, prepared: Sequence[Prepared]) -> np.ndarray:
-        """Embed prepared images: one encoder call for the batch, then the face detector per image."""
+        """Embed prepared images: one encoder call for the batch (a panorama's crops averaged),
+        then the face detector per image."""
         if len(prepared) == 0:
             return np.zeros((0, self.embedding_dim), np.float32)
-        embeddings = self.encoder.encode(self.preprocessing.normalise(np.stack([p.crop for p in prepared])))
+        outputs = self.encoder.encode(self.preprocessing.normalise(np.concatenate([p.crops for p in prepared])))
+        ends = np.cumsum([len(p.crops) for p in prepared])
+        embeddings = np.stack([part.mean(axis=0) for part in np.split(outputs, ends[:-1])])
         if self.face_detector is None:
             return embeddings
         people = np.stack([signals(self.face_detector.detect_prepared(*p.faces)) for p in prepared])

@@ -12,6 +12,8 @@ import numpy as np
 from PIL import Image
 
 _RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+PANORAMA_RATIO = 2.0
+MAX_TILES = 4
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,21 @@ class Preprocessing:
         box = (max(left, 0.0), max(top, 0.0), min(left + side, width), min(top + side, height))
         size = (self.input_size, self.input_size)
         return np.asarray(image.resize(size, _RESAMPLING[self.resample], box=box, reducing_gap=3.0), dtype=np.uint8)
+
+    def tiles(self, pixels: np.ndarray) -> np.ndarray:
+        """The crops one image is seen through, (k, S, S, 3) uint8: the centre crop, or for a
+        panorama (a side more than PANORAMA_RATIO times the other) up to MAX_TILES squares
+        spread along it, first to last, so the whole picture counts and not its middle only.
+        The encoder's outputs for them are averaged (``ImagePredictor.encode``)."""
+        height, width = pixels.shape[:2]
+        short, long = min(height, width), max(height, width)
+        if long <= PANORAMA_RATIO * short:
+            return self.crop(pixels)[None]
+        count = min(MAX_TILES, int(np.ceil(long / short)))
+        starts = np.linspace(0, long - short, count).round().astype(int)
+        if width >= height:
+            return np.stack([self.crop(np.ascontiguousarray(pixels[:, s : s + short])) for s in starts])
+        return np.stack([self.crop(pixels[s : s + short]) for s in starts])
 
     def normalise(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops (N, S, S, 3) -> float32 model input."""

@@ -8,12 +8,14 @@ cd "$(dirname "$0")/.."
 # WordNet rebuilds the default bundle's vocabulary and judges the dev set; Chromium runs the
 # browser test (driven by the PyPI playwright package: never `playwright install`, which
 # downloads a browser); exiftool, a real XMP reader, checks the sidecars we write; GCompris'
-# data holds real photos of groups of people that the people-tag tests use.
+# data holds real photos of groups of people that the people-tag tests use; Docker's engine and
+# debootstrap build and run the Dockerfile for real (scripts/docker_check.sh).
 if [ ! -f /usr/share/wordnet/index.sense ] || ! command -v chromium >/dev/null || ! command -v exiftool >/dev/null \
-   || [ ! -d /usr/share/gcompris-qt/rcc ]; then
+   || [ ! -d /usr/share/gcompris-qt/rcc ] || ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q wordnet-base wordnet-sense-index chromium libimage-exiftool-perl
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q wordnet-base wordnet-sense-index chromium libimage-exiftool-perl \
+    docker.io debootstrap
   # Only the data: the game itself (and the Qt it recommends) is not needed.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends gcompris-qt-data
 fi

@@ -79,3 +79,36 @@ def make_csv(folder: Path, n_images: int = 90, seed: int = 2) -> Path:
             draw(colour, shape, rng).save(folder / "img" / f"{i:03d}.png")
             writer.writerow([f"img/{i:03d}.png", f"{colour};{shape}"])
     return folder / "labels.csv"
+
+
+def draw_stripes(direction: str, rng: random.Random, size: int = 128) -> Image.Image:
+    """Stripes across the picture, ``horizontal`` or ``vertical``: a label that turning the
+    picture on its side changes."""
+    background = tuple(rng.randint(0, 120) for _ in range(3))
+    ink = tuple(rng.randint(150, 255) for _ in range(3))
+    image = Image.new("RGB", (size, size), background)
+    pen = ImageDraw.Draw(image)
+    width, gap = rng.randint(6, 12), rng.randint(10, 18)
+    for start in range(rng.randint(0, gap), size, width + gap):
+        box = (0, start, size, start + width) if direction == "horizontal" else (start, 0, start + width, size)
+        pen.rectangle(box, fill=ink)
+    return image
+
+
+def make_stripes(folder: Path, per_tag: int, seed: int, sideways: bool = False) -> Path:
+    """Folder-per-tag stripes; ``sideways``: each file stores its picture turned a quarter
+    (counter-clockwise) with EXIF Orientation 6 saying so, as a phone held sideways does, so
+    a viewer that applies EXIF shows it upright."""
+    rng = random.Random(seed)
+    for direction in ("horizontal", "vertical"):
+        (folder / direction).mkdir(parents=True, exist_ok=True)
+        for i in range(per_tag):
+            image = draw_stripes(direction, rng)
+            path = folder / direction / f"{i:03d}.jpg"
+            if sideways:
+                exif = Image.Exif()
+                exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+                image.transpose(Image.Transpose.ROTATE_90).save(path, quality=92, exif=exif.tobytes())
+            else:
+                image.save(path, quality=92)
+    return folder

