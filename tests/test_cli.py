@@ -44,7 +44,7 @@ def test_jsonl_over_a_folder_with_a_corrupt_file(photo_folder):
     assert "error" in by_name["broken.jpg"] and "tags" not in by_name["broken.jpg"]
     puppy = by_name["puppy.jpg"]["tags"]  # by default only the likely tags: all of them right
     assert DOG_WORDS <= {t["label"] for t in puppy} <= RIGHT_FOR_PUPPY
-    assert all(0.5 <= t["score"] <= 1.0 for t in puppy)
+    assert all(0.45 <= t["score"] <= 1.0 for t in puppy)  # the built-in model's cut-off
     assert "1 of 4 files could not be tagged" in result.stderr
     everything = run("tag", photo_folder / "pets" / "puppy.jpg", "--format", "jsonl", "--top-k", "5", "--min-score", "0")
     assert len(json.loads(everything.stdout)["tags"]) == 5  # --min-score 0 gives every tag back
