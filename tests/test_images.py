@@ -186,3 +186,47 @@ def test_heic_and_avif_decode_and_a_damaged_avif_is_an_image_error(tmp_path):
         damaged[i] ^= 0xFF
     with pytest.raises(ImageError, match="damaged"):  # Pillow's AVIF decoder raises RuntimeError here
         load_image(bytes(damaged))
+
+
+def test_an_unreadable_file_says_permission_denied(tmp_path):
+    """The message names the real cause, not "damaged". Root reads any file, so as root the
+    check runs in a child process without the two capabilities that let it (dropped from the
+    bounding set before exec: root then obeys file modes like any user)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="unreadable-"))
+    try:
+        photo = folder / "private.jpg"
+        Image.fromarray(make_photo_like()).save(photo)
+        photo.chmod(0o000)
+        probe = ("import sys\nfrom image_tag_suggestion.images import ImageError, load_image\n"
+                 "try:\n    load_image(sys.argv[1])\nexcept ImageError as exc:\n    print(exc)\n")
+        if os.geteuid() == 0:
+            result = subprocess.run([sys.executable, "-c", probe, str(photo)], preexec_fn=_drop_file_read_override,
+                                    capture_output=True, text=True, cwd=Path(__file__).parents[1])
+            assert result.returncode == 0, result.stderr
+            message = result.stdout
+        else:
+            with pytest.raises(ImageError) as error:
+                load_image(photo)
+            message = str(error.value)
+        assert "permission denied" in message and "private.jpg" in message
+        assert "damaged" not in message
+    finally:
+        photo.chmod(0o644)
+        shutil.rmtree(folder)
+
+
+def _drop_file_read_override() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop, cap_dac_override, cap_dac_read_search = 24, 1, 2
+    for capability in (cap_dac_override, cap_dac_read_search):
+        if libc.prctl(pr_capbset_drop, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
