@@ -165,20 +165,62 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
     ``strategy``: a ``tf.distribute`` strategy (default: ``choose_strategy()``).
     """
     import keras
-    import tensorflow as tf
 
-    from .models import BACKBONE_NORMALISATION, TagEmbeddingModel, build_backbone, build_head, build_image_encoder
-    from .pipeline import feature_dataset, image_dataset
+    from .models import build_image_encoder
 
     keras.utils.set_random_seed(config.seed)
-    out = Path(out)
     dataset, unreadable = readable(dataset)
     train_set, val_set = dataset.split(config.val_fraction, config.seed)
     strategy = strategy or choose_strategy()
     precision = choose_precision(config.precision)
+
+    networks = build_networks(config, len(dataset.label_ids), strategy, precision)
+    data = training_data(networks, train_set, val_set, config, strategy)
+    history = fit(networks.model, data, config, strategy, checkpoint_dir, callbacks, verbose)
+
+    # Calibration, metrics and export use a plain float32 copy outside the strategy:
+    # what serving runs, with rows in order.
+    backbone, head = serving_copy(networks.backbone, networks.head, config)
+    encoder = build_image_encoder(backbone, head)
+    val_embeddings, val_set = validation_embeddings(encoder, head, data, config)
+    label_table = networks.model.label_embeddings_array()
+    scale, offset, probabilities, warnings = calibrate(val_embeddings @ label_table.T, val_set)
+
+    skipped = len(unreadable) + data.train_set.skipped[UNREADABLE] + val_set.skipped[UNREADABLE]
+    if skipped:
+        warnings.append(f"{skipped} of {len(dataset.examples) + len(unreadable)} images could not be read and were "
+                        f"left out" + (f", e.g. {unreadable[0]}" if unreadable else ""))
+    metrics = {**evaluate_scores(probabilities, val_set).as_dict(), "calibration": {"scale": scale, "offset": offset},
+               "train_images": len(data.train_set.examples), "val_images": len(val_set.examples),
+               "unreadable_images": skipped,
+               "epochs_run": len(history["loss"]), "precision": precision,
+               "jit_compile": bool(networks.model.jit_compile), "replicas": strategy.num_replicas_in_sync,
+               "warnings": warnings}
+    if is_chief():  # every worker of a cluster gets here with the same weights; one writes
+        out = Path(out)
+        export_bundle(out, encoder, dataset, label_table, config, scale, offset, metrics)
+        write_report(out, history, metrics)
+    return metrics
+
+
+@dataclass
+class Networks:
+    """What trains: the image backbone, the embedding head and the joint model with the label table."""
+
+    backbone: object
+    head: object
+    model: object
+
+
+def build_networks(config: TrainConfig, num_labels: int, strategy, precision: str) -> Networks:
+    """Build the models under ``strategy``; a frozen backbone only computes features, so it is
+    kept outside the strategy and every worker computes them locally and in order
+    (distributed predict returns rows in shard order)."""
+    import keras
+
+    from .models import TagEmbeddingModel, build_backbone, build_head, build_image_encoder
+
     if config.frozen:
-        # Only computes features: kept outside the strategy, so every worker computes
-        # them locally and in order (distributed predict returns rows in shard order).
         with dtype_policy(precision):
             backbone = build_backbone(config.backbone, config.input_size, config.weights, config.alpha)
         backbone.trainable = False
@@ -187,27 +229,66 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
             backbone = build_backbone(config.backbone, config.input_size, config.weights, config.alpha)
         head = build_head(backbone.output_shape[-1], config.embedding_dim)
         encoder = head if config.frozen else build_image_encoder(backbone, head)
-        model = TagEmbeddingModel(encoder, len(dataset.label_ids), config.embedding_dim, config.margin).build_now()
+        model = TagEmbeddingModel(encoder, num_labels, config.embedding_dim, config.margin).build_now()
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       jit_compile="auto" if config.jit_compile is None else config.jit_compile)
+    return Networks(backbone, head, model)
+
+
+@dataclass
+class TrainingData:
+    """The ``tf.data`` pipelines fit reads, and the photos that made it into them."""
+
+    train: object
+    val: object
+    steps_per_epoch: int | None
+    train_set: LabeledDataset
+    val_set: LabeledDataset
+    val_features: np.ndarray | None = None  # frozen backbone: the validation photos' features
+
+
+def training_data(networks: Networks, train_set: LabeledDataset, val_set: LabeledDataset, config: TrainConfig,
+                  strategy) -> TrainingData:
+    """Frozen backbone: features computed once (two views of each training photo) and the
+    head started at the tag centroids. Trained backbone: photos streamed from disk."""
+    from .models import BACKBONE_NORMALISATION
+    from .pipeline import feature_dataset, image_dataset
 
     if config.frozen:
-        train_features, rows = predict_as_served(backbone, train_set, config, views=2)
+        train_features, rows = predict_as_served(networks.backbone, train_set, config, views=2)
         train_set = keep(train_set, rows)
-        val_features, rows = predict_as_served(backbone, val_set, config)
+        val_features, rows = predict_as_served(networks.backbone, val_set, config)
         val_set = keep(val_set, rows)
-        start_from_centroids(head, model, train_features[:, 0], train_set)
-        train_data = feature_dataset(train_features, train_set, config.batch_size, training=True, seed=config.seed).repeat()
-        val_data = feature_dataset(val_features, val_set, config.batch_size, training=False, seed=config.seed)
-        steps_per_epoch = max(MIN_FEATURE_STEPS, -(-len(train_set.examples) // config.batch_size))
-    else:
-        normalisation = BACKBONE_NORMALISATION[config.backbone]
-        global_batch = config.batch_size * strategy.num_replicas_in_sync
-        train_data = image_dataset(train_set, config.input_size, normalisation, global_batch, True, config.seed)
-        val_data = image_dataset(val_set, config.input_size, normalisation, global_batch, False, config.seed)
-        steps_per_epoch = None  # one pass over the files
+        start_from_centroids(networks.head, networks.model, train_features[:, 0], train_set)
+        return TrainingData(
+            train=feature_dataset(train_features, train_set, config.batch_size, training=True, seed=config.seed).repeat(),
+            val=feature_dataset(val_features, val_set, config.batch_size, training=False, seed=config.seed),
+            steps_per_epoch=max(MIN_FEATURE_STEPS, -(-len(train_set.examples) // config.batch_size)),
+            train_set=train_set, val_set=val_set, val_features=val_features)
+    normalisation = BACKBONE_NORMALISATION[config.backbone]
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    return TrainingData(
+        train=image_dataset(train_set, config.input_size, normalisation, global_batch, True, config.seed),
+        val=image_dataset(val_set, config.input_size, normalisation, global_batch, False, config.seed),
+        steps_per_epoch=None,  # one pass over the files
+        train_set=train_set, val_set=val_set)
 
-    extra_callbacks = list(callbacks or [])
+
+def fit(model, data: TrainingData, config: TrainConfig, strategy, checkpoint_dir: str | Path | None,
+        extra_callbacks: list | None, verbose: int) -> dict[str, list[float]]:
+    """Keras fit with early stopping (best weights kept) and, with ``checkpoint_dir``, resumable
+    epochs; returns one number per epoch and metric."""
+    callbacks = fit_callbacks(config, strategy, checkpoint_dir) + list(extra_callbacks or [])
+    history = model.fit(data.train, validation_data=data.val, epochs=config.epochs,
+                        steps_per_epoch=data.steps_per_epoch, callbacks=callbacks, verbose=verbose)
+    # A cluster's logs carry 1-element arrays (see TagEmbeddingModel.logs).
+    return {key: [float(np.mean(v)) for v in values] for key, values in history.history.items()}
+
+
+def fit_callbacks(config: TrainConfig, strategy, checkpoint_dir: str | Path | None) -> list:
+    import keras
+    import tensorflow as tf
+
     callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True)]
     if checkpoint_dir:
         checkpoint_dir = Path(checkpoint_dir)
@@ -219,45 +300,29 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
         callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir / "backup")))
         callbacks.append(keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "best.weights.h5"), monitor="val_loss",
                                                          save_best_only=True, save_weights_only=True))
-    history = model.fit(train_data, validation_data=val_data, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                        callbacks=callbacks + extra_callbacks, verbose=verbose)
-    # One number per epoch (a cluster's logs carry 1-element arrays, see TagEmbeddingModel.logs).
-    history = {key: [float(np.mean(v)) for v in values] for key, values in history.history.items()}
+    return callbacks
 
-    # Validation embeddings (for calibration and metrics) and export use a plain float32
-    # copy outside the strategy: what serving runs, with rows in order.
-    backbone, head = serving_copy(backbone, head, config)
-    encoder = build_image_encoder(backbone, head)
-    if config.frozen:
-        val_embeddings = np.asarray(head.predict(val_features[:, 0], verbose=0))
-    else:
-        val_embeddings, rows = predict_as_served(encoder, val_set, config)
-        val_embeddings, val_set = val_embeddings[:, 0], keep(val_set, rows)
-    label_table = model.label_embeddings_array()
-    similarities = val_embeddings @ label_table.T
-    positive, verified = val_set.label_matrices()
-    pairs = calibration_pairs(similarities, positive, verified)
+
+def validation_embeddings(encoder, head, data: TrainingData, config: TrainConfig) -> tuple[np.ndarray, LabeledDataset]:
+    """The validation photos' embeddings as the serving ``encoder`` computes them (from the
+    cached features when the backbone was frozen), and the photos they belong to."""
+    if data.val_features is not None:
+        return np.asarray(head.predict(data.val_features[:, 0], verbose=0)), data.val_set
+    embeddings, rows = predict_as_served(encoder, data.val_set, config)
+    return embeddings[:, 0], keep(data.val_set, rows)
+
+
+def calibrate(similarities: np.ndarray, val_set: LabeledDataset) -> tuple[float, float, np.ndarray, list[str]]:
+    """Platt scaling of cosine similarities on the validation photos, so a score reads as the
+    probability the tag is right; the slope is kept at ``MIN_SCALE`` or more, since a few
+    validation photos can fit one that reverses the ranking (and a warning says so).
+    Returns (scale, offset, the validation probabilities, warnings)."""
+    pairs = calibration_pairs(similarities, *val_set.label_matrices())
     scale, offset = fit_platt(*pairs)
     warnings = learning_warnings(scale, len(val_set.examples))
-    skipped = len(unreadable) + train_set.skipped[UNREADABLE] + val_set.skipped[UNREADABLE]
-    if skipped:
-        warnings.append(f"{skipped} of {len(dataset.examples) + len(unreadable)} images could not be read and were "
-                        f"left out" + (f", e.g. {unreadable[0]}" if unreadable else ""))
     if scale < MIN_SCALE:
         scale, offset = MIN_SCALE, fit_offset(*pairs, MIN_SCALE)
-    probabilities = 1.0 / (1.0 + np.exp(-(scale * similarities + offset)))
-    evaluation = evaluate_scores(probabilities, val_set)
-
-    metrics = {**evaluation.as_dict(), "calibration": {"scale": scale, "offset": offset},
-               "train_images": len(train_set.examples), "val_images": len(val_set.examples),
-               "unreadable_images": skipped,
-               "epochs_run": len(history["loss"]), "precision": precision,
-               "jit_compile": bool(model.jit_compile), "replicas": strategy.num_replicas_in_sync,
-               "warnings": warnings}
-    if is_chief():  # every worker of a cluster gets here with the same weights; one writes
-        export_bundle(out, encoder, dataset, label_table, config, scale, offset, metrics)
-        write_report(out, history, metrics)
-    return metrics
+    return scale, offset, 1.0 / (1.0 + np.exp(-(scale * similarities + offset))), warnings
 
 
 def start_from_centroids(head, model, features: np.ndarray, dataset: LabeledDataset) -> None:
