@@ -42,7 +42,6 @@ import hashlib
 import importlib.util
 import io
 import json
-import shutil
 import struct
 import tarfile
 import zlib
