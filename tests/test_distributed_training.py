@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from .synthetic_data import make_openimages
+from .training_probes import load_weights, share_moved
 
 pytestmark = pytest.mark.slow
 
@@ -33,10 +34,15 @@ def _losses(bundle) -> list[float]:
     return json.loads((bundle / "history.json").read_text())["loss"]
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def test_mirrored_strategy_trains_two_replicas_in_one_process(openimages, tmp_path):
     script = textwrap.dedent(f"""
         import json, sys
+        sys.path.insert(0, {REPO!r})
         import tensorflow as tf
+        from tests.training_probes import record_weights_callback
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from image_tag_suggestion.training.datasets import read_openimages
@@ -45,15 +51,15 @@ def test_mirrored_strategy_trains_two_replicas_in_one_process(openimages, tmp_pa
                              epochs=3, val_fraction=0.2, learning_rate=3e-3)
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         metrics = train(read_openimages({str(openimages)!r}), config, {str(tmp_path / "bundle")!r}, verbose=0,
-                        strategy=strategy)
+                        strategy=strategy, callbacks=[record_weights_callback({str(tmp_path / "weights.npz")!r})])
         print(json.dumps(metrics))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads(result.stdout.splitlines()[-1])
     assert metrics["replicas"] == 2
-    losses = _losses(tmp_path / "bundle")
-    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert np.all(np.isfinite(_losses(tmp_path / "bundle")))
+    assert share_moved(tmp_path / "weights.npz") > 0.9  # the replicas' gradients reached the weights
     from image_tag_suggestion import ImagePredictor
 
     embedding = ImagePredictor.init_from_config_path(tmp_path / "bundle").predict_from_array(np.zeros((80, 80, 3), np.uint8))
@@ -62,23 +68,16 @@ def test_mirrored_strategy_trains_two_replicas_in_one_process(openimages, tmp_pa
 
 WORKER = """
 import json, sys
-import keras
-import numpy as np
+data, out, checkpoints, weights_file, repo = sys.argv[1:]
+sys.path.insert(0, repo)
 from image_tag_suggestion.training.datasets import read_openimages
 from image_tag_suggestion.training.train import TrainConfig, train
-
-data, out, checkpoints, weights_file = sys.argv[1:]
-
-
-class SaveTrainedWeights(keras.callbacks.Callback):
-    def on_train_end(self, logs=None):
-        np.savez(weights_file, *[np.asarray(w) for w in self.model.trainable_weights])
-
+from tests.training_probes import record_weights_callback
 
 config = TrainConfig(backbone="mobilenet_v2", input_size=64, alpha=0.35, embedding_dim=16, batch_size=16, epochs=3,
                      val_fraction=0.2, learning_rate=3e-3)
 metrics = train(read_openimages(data), config, out, checkpoint_dir=checkpoints, verbose=0,
-                callbacks=[SaveTrainedWeights()])
+                callbacks=[record_weights_callback(weights_file)])
 print(json.dumps(metrics))
 """
 
@@ -90,7 +89,7 @@ def test_two_workers_train_in_step_and_the_chief_writes_the_bundle(openimages, t
     for index in range(2):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
         command = [sys.executable, "-c", WORKER, str(openimages), str(tmp_path / "bundle"),
-                   str(tmp_path / "checkpoints"), str(tmp_path / f"weights-{index}.npz")]
+                   str(tmp_path / "checkpoints"), str(tmp_path / f"weights-{index}.npz"), REPO]
         workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = []
     try:
@@ -106,12 +105,12 @@ def test_two_workers_train_in_step_and_the_chief_writes_the_bundle(openimages, t
     assert results[0]["train_images"] == 128 and results[0]["epochs_run"] == 3
     # Synchronous training: every trainable weight is the same on both workers (batch-norm
     # moving statistics are not trainable and stay per worker: the chief's are exported).
-    first, second = np.load(tmp_path / "weights-0.npz"), np.load(tmp_path / "weights-1.npz")
-    assert len(first.files) > 100
-    for name in first.files:
-        np.testing.assert_allclose(first[name], second[name], atol=1e-6)
-    losses = _losses(tmp_path / "bundle")
-    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    (_, first), (_, second) = load_weights(tmp_path / "weights-0.npz"), load_weights(tmp_path / "weights-1.npz")
+    assert len(first) > 100
+    for mine, theirs in zip(first, second):
+        np.testing.assert_allclose(mine, theirs, atol=1e-6)
+    assert share_moved(tmp_path / "weights-0.npz") > 0.9  # in step, and not merely both left untrained
+    assert np.all(np.isfinite(_losses(tmp_path / "bundle")))
     assert json.loads((tmp_path / "bundle" / "metrics.json").read_text())["replicas"] == 2
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["worker-0", "worker-1"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "checkpoints", "weights-0.npz", "weights-1.npz"]
