@@ -9,10 +9,17 @@ and the Streamlit app (``main``).
 
 __version__ = "0.1.0"
 
+import sys as _sys
+
 from .bundle import DEFAULT_CONFIG, Bundle, BundleError, load_bundle  # noqa: E402
 from .images import ImageError, load_image  # noqa: E402
 from .predictors import ImagePredictor, LabelPredictor  # noqa: E402
 from .scoring import Tag  # noqa: E402
+from . import predictors as predictor  # noqa: E402
+
+# The original app's code imports ``image_tag_suggestion.predictor``: the same module object
+# as ``predictors``, under the old name (an alias, not a copy).
+_sys.modules[__name__ + ".predictor"] = predictor
 
 __all__ = [
     "DEFAULT_CONFIG", "Bundle", "BundleError", "ImageError", "ImagePredictor", "LabelPredictor", "Tag",

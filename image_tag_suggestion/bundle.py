@@ -293,7 +293,7 @@ def download_bundle(url: str, cache_dir: str | Path | None = None, timeout: floa
         target = folder / name
         if target.is_file() and sha256_of(target) == digest:
             continue
-        budget -= _download_verified(_child_url(url, name), target, str(digest), timeout, min(budget, sizes.get(name, budget)))
+        budget -= download_verified(_child_url(url, name), target, str(digest), timeout, min(budget, sizes.get(name, budget)))
     _atomic_write(folder / CONFIG_FILE, config_bytes)
     return folder
 
@@ -305,7 +305,8 @@ def cached_bundles(cache_dir: str | Path | None = None) -> list[tuple[Path, int]
         return []
     found = []
     for entry in sorted(folder.iterdir()):
-        if entry.is_dir() and re.fullmatch(r"[0-9a-f]{24}", entry.name) and (entry / CONFIG_FILE).is_file():
+        # Downloads are named by their config's hash; the original app's imported model by its release.
+        if entry.is_dir() and re.fullmatch(r"[0-9a-f]{24}|seed-v[0-9.]+", entry.name) and (entry / CONFIG_FILE).is_file():
             found.append((entry, sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())))
     return found
 
@@ -325,7 +326,7 @@ def _child_url(url: str, name: str) -> str:
     return child
 
 
-def _download_verified(url: str, target: Path, digest: str, timeout: float, limit: int) -> int:
+def download_verified(url: str, target: Path, digest: str, timeout: float, limit: int) -> int:
     """Stream ``url`` into ``target`` (whole or not at all); returns the bytes written."""
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".part-")
     try:

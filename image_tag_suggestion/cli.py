@@ -41,10 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--top-k", type=_positive, default=20, help="tags per image (default 20)")
     tag.add_argument("--min-score", type=_score, default=None,
                      help="show tags whose score (the estimated probability that the tag is right) is at least this; "
-                          "default: the model's 'likely' cut-off (0.5 for the built-in model); 0 shows every tag")
+                          "default: the model's 'likely' cut-off (0.45 for the built-in model); 0 shows every tag")
     tag.add_argument("--model", action="append", default=None,
-                     help="bundle folder, config.yaml or config URL (default: the built-in model); repeat it to tag "
-                          "with several models, e.g. your own bundle and 'default' (each model's tags stay a group)")
+                     help="bundle folder, config.yaml or config URL, 'default' (the built-in model, used when none is "
+                          "given) or 'seed' (the original app's model, downloaded and imported on first use); repeat "
+                          "it to tag with several models, e.g. your own bundle and 'default' (each model's tags stay a group)")
     tag.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     tag.add_argument("--no-broader", action="store_true", help="leave out broader tags such as 'dog', 'animal'")
     tag.add_argument("--order", choices=("specific", "score"), default=None,
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="mAP (Open Images protocol), hit@1/5/20 of a bundle on labelled images")
     evaluate.set_defaults(run=_evaluate)
     _data_arguments(evaluate)
-    evaluate.add_argument("--model", default=None, help="bundle folder, config.yaml or URL (default: the built-in model)")
+    evaluate.add_argument("--model", default=None, help="bundle folder, config.yaml, URL or 'seed' (default: the built-in model)")
     evaluate.add_argument("--per-class", default=None, metavar="CSV", help="write AP per class to this CSV")
     evaluate.add_argument("-q", "--quiet", action="store_true")
 
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.set_defaults(run=_index)
     index.add_argument("paths", nargs="+", metavar="PATH", help="folders or files")
     index.add_argument("--out", required=True, metavar="INDEX", help="the index file (created or updated)")
-    index.add_argument("--model", default=None, help="bundle (default: the built-in model)")
+    index.add_argument("--model", default=None, help="bundle folder, config.yaml, URL or 'seed' (default: the built-in model)")
     index.add_argument("--batch-size", type=_positive, default=32)
     index.add_argument("--engine", choices=("local", "ray"), default="local",
                        help="ray: tag on Ray Data workers (RAY_ADDRESS for a cluster); same index either way")
@@ -133,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     app.set_defaults(run=_app)
     app.add_argument("--port", type=_positive, default=None)
     app.add_argument("--address", default=None, help="address to bind (default 0.0.0.0 when $PORT is set, else localhost)")
+
+    seed = commands.add_parser("import-seed", help="turn the original app's image_representation.h5 and labels.json "
+                                                   "into a bundle (what --model seed uses)")
+    seed.set_defaults(run=_import_seed)
+    seed.add_argument("--h5", required=True, help="the original app's image_representation.h5")
+    seed.add_argument("--labels", required=True, help="the original app's labels.json")
+    seed.add_argument("--out", default=None, help="bundle folder to write (default: where --model seed looks, in "
+                                                  "the cache)")
 
     cache = commands.add_parser("cache", help="the downloaded bundles: list them, or clear them")
     cache.set_defaults(run=_cache)
@@ -207,13 +216,27 @@ def _cache(args) -> int:
     return 0
 
 
-def _index(args) -> int:
-    from .bundle import DEFAULT_CONFIG, BundleError, load_bundle
-    from .collection import CollectionError, build_index
-    from .predictors import ImagePredictor, LabelPredictor
+def _import_seed(args) -> int:
+    from .bundle import BundleError
+    from .seed_model import import_files, seed_folder
 
     try:
-        bundle = load_bundle(args.model or DEFAULT_CONFIG)
+        out = import_files(args.h5, args.labels, args.out or seed_folder())
+    except BundleError as exc:
+        print(f"image-tags: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+def _index(args) -> int:
+    from .bundle import BundleError, load_bundle
+    from .collection import CollectionError, build_index
+    from .predictors import ImagePredictor, LabelPredictor
+    from .seed_model import resolve_model
+
+    try:
+        bundle = load_bundle(resolve_model(args.model))
     except BundleError as exc:
         print(f"image-tags: {exc}", file=sys.stderr)
         return 2
@@ -317,7 +340,8 @@ def _prepare(args) -> int:
 def _evaluate(args) -> int:
     import json
 
-    from .bundle import DEFAULT_CONFIG, BundleError
+    from .bundle import BundleError
+    from .seed_model import resolve_model
     from .training.evaluation import evaluate_bundle
 
     dataset = _load_data(args)
@@ -325,7 +349,7 @@ def _evaluate(args) -> int:
         return 2
     def work(on_start, on_done):
         on_start(len(dataset.examples))
-        return evaluate_bundle(args.model or DEFAULT_CONFIG, dataset, on_done=on_done)
+        return evaluate_bundle(resolve_model(args.model), dataset, on_done=on_done)
 
     evaluation = _with_progress("evaluating", args.quiet, work, (BundleError,))
     if evaluation is None:
@@ -352,16 +376,17 @@ def _app(args) -> int:
 
 
 def _tag(args) -> int:
-    from .bundle import DEFAULT_CONFIG, BundleError, load_bundle
+    from .bundle import BundleError, load_bundle
     from .formats import writer
     from .images import DEFAULT_MAX_PIXELS
     from .predictors import ImagePredictor, LabelPredictor
+    from .seed_model import resolve_model
     from .tagging import find_images, tag_files
 
     models = []
     try:
-        for location in args.model or [str(DEFAULT_CONFIG)]:
-            bundle = load_bundle(DEFAULT_CONFIG if location == "default" else location)
+        for location in args.model or ["default"]:
+            bundle = load_bundle(resolve_model(location))
             name = bundle.name if bundle.name not in [m[0] for m in models] else f"{bundle.name} {len(models) + 1}"
             predictor = ImagePredictor(bundle, num_threads=args.threads, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
             models.append((name, predictor, LabelPredictor(bundle)))

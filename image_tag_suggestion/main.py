@@ -7,6 +7,9 @@ The app may face the open internet, so a visitor never types a location: the mod
 the collection index are the operator's settings, read from the environment:
 - ``IMAGE_TAGS_MODELS_DIR``: a folder of bundles to offer beside the built-in model (``models``);
 - ``IMAGE_TAGS_REMOTE_MODELS``: config URLs of bundles to offer, separated by spaces;
+- ``IMAGE_TAGS_SEED_MODEL``: ``1`` offers the original app's model (downloaded from its release,
+  checked and imported on first use; the import needs TensorFlow). Once imported into the
+  cache it is offered anyway;
 - ``IMAGE_TAGS_INDEX``: the index the Collection view searches;
 - ``IMAGE_TAGS_MAX_PIXELS``: the largest upload decoded, in pixels (40 million).
 """
@@ -24,12 +27,15 @@ from image_tag_suggestion.bundle import DEFAULT_CONFIG, find_bundles
 from image_tag_suggestion.collection import CollectionError, EmbeddingMatrix, index_meta, search_tag
 from image_tag_suggestion.charts import tags_chart
 from image_tag_suggestion.formats import tag_line, to_csv, to_json
+from image_tag_suggestion.seed_model import resolve_model, seed_folder
 from image_tag_suggestion.tagging import TagResult, tag_files
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "heic", "heif", "avif"]
 MODELS_DIR = os.environ.get("IMAGE_TAGS_MODELS_DIR", "models")
 REMOTE_MODELS = os.environ.get("IMAGE_TAGS_REMOTE_MODELS", "").split()
 INDEX = os.environ.get("IMAGE_TAGS_INDEX", "").strip()
+OFFER_SEED = os.environ.get("IMAGE_TAGS_SEED_MODEL", "").strip() == "1"
+SEED_MODEL = "original app's (MobileNetV2, Open Images labels)"
 MAX_PIXELS = int(os.environ.get("IMAGE_TAGS_MAX_PIXELS", 40_000_000))
 DEFAULT_MODEL = "built-in (EfficientNet-Lite0, ImageNet + broader tags)"
 PREVIEW_MIN_SIZE = 512
@@ -41,7 +47,7 @@ GALLERY_COLUMNS = 4
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def load_predictors(location: str) -> tuple[ImagePredictor, LabelPredictor]:
     """Once per process and model: the encoder and label table stay in memory."""
-    bundle = load_bundle(location)
+    bundle = load_bundle(resolve_model(location))
     image_predictor, label_predictor = ImagePredictor(bundle, max_pixels=MAX_PIXELS), LabelPredictor(bundle)
     # Warm up: LiteRT plans its first call; do it now rather than on the first upload.
     image_predictor.predict_from_array(np.zeros((64, 64, 3), np.uint8))
@@ -101,6 +107,8 @@ def sidebar() -> dict:
     choices = {DEFAULT_MODEL: str(DEFAULT_CONFIG)}
     choices.update({f"{path.name} ({path.parent.name})": str(path) for path in find_bundles(MODELS_DIR)})
     choices.update({f"{url.rsplit('/', 2)[-2]} (remote)": url for url in REMOTE_MODELS})
+    if OFFER_SEED or (seed_folder() / "config.yaml").is_file():
+        choices[SEED_MODEL] = "seed"
     choice = st.sidebar.selectbox("Model", list(choices), help="the built-in model and the bundles this server offers")
     location = choices[choice]
     locations = [location]

