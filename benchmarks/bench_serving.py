@@ -11,7 +11,11 @@ Measured side by side in one run:
 - the people tags' cost: the face detector per photo (letterbox, detector), and end-to-end
   throughput with and without it, side by side;
 - ranking 20,000 labels of 50 dimensions, vectorised vs a Python loop;
-- cold start of ``image-tags tag one.jpg`` and peak RSS of the CLI tagging the folder.
+- cold start of ``image-tags tag one.jpg`` and peak RSS of the CLI tagging the folder;
+- the decode floor: a 12-MP JPEG's full decode and its reduced-scale decode as served.
+
+``--model DIR`` (repeatable) measures other bundles side by side, e.g. the int8 build of
+``benchmarks/int8_guard.py --out DIR`` beside the built-in float16 model.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from image_tag_suggestion import ImagePredictor, LabelPredictor
+from image_tag_suggestion import DEFAULT_CONFIG, ImagePredictor, LabelPredictor
 from image_tag_suggestion.labels import LabelTable
 from image_tag_suggestion.scoring import Scorer, ScoringRule
 from image_tag_suggestion.tagging import tag_files
@@ -134,51 +138,74 @@ def people_cost(image_predictor: ImagePredictor, folder: list[Path], repeat: int
           f"{len(folder) / with_faces:.1f} with it ({with_faces / without:.2f}x the time)")
 
 
+def decode_floor(big: Path, repeat: int) -> None:
+    """How much of a 12-MP photo's latency is decoding, which no model change removes."""
+    from image_tag_suggestion.images import load_image
+
+    full_s = timed(lambda: Image.open(big).convert("RGB").load(), max(3, repeat // 3))
+    draft_s = timed(lambda: load_image(big, min_size=256), repeat)
+    print(f"decode floor, 12-MP JPEG: full decode {full_s * 1e3:.1f} ms; reduced-scale decode as served "
+          f"(libjpeg still entropy-decodes every block) {draft_s * 1e3:.1f} ms")
+
+
+def model_figures(location: str, big: Path, folder: list[Path], seed_s: float | None, repeat: int) -> None:
+    """Latency, throughput, people cost, cold start and peak RSS of one bundle."""
+    image_predictor = ImagePredictor.init_from_config_path(location)
+    label_predictor = LabelPredictor.init_from_config_path(location)
+    print(f"\n== {image_predictor.bundle.name} (encoder threads {image_predictor.encoder.num_threads})")
+
+    def ours():
+        embedding, _ = image_predictor.predict_from_file(big)
+        return label_predictor.predict_from_array(embedding, top_k=20)
+
+    ours_s = timed(ours, repeat)
+    versus = f"; the seed's way is {seed_s / ours_s:.1f}x that" if seed_s else ""
+    print(f"warm latency, 12-MP JPEG -> top-20 tags (median): {ours_s * 1000:.1f} ms{versus}")
+
+    batch = np.random.default_rng(0).random((16, 224, 224, 3), dtype=np.float32)
+    encode_s = timed(lambda: image_predictor.encoder.encode(batch), repeat)
+    single_s = timed(lambda: image_predictor.encoder.encode(batch[:1]), repeat)
+    print(f"encoder: {16 / encode_s:.1f} images/s in batches of 16, {single_s * 1000:.2f} ms for one image")
+
+    start = time.perf_counter()
+    results = list(tag_files([str(p) for p in folder], image_predictor, label_predictor, batch_size=16))
+    folder_s = time.perf_counter() - start
+    assert all(r.ok for r in results)
+    print(f"end to end over the folder (decode, crop, encode, faces, rank): {len(folder) / folder_s:.1f} images/s")
+    if image_predictor.face_detector is not None:
+        people_cost(image_predictor, folder, repeat)
+
+    colds = [cli_run(["tag", str(folder[0]), "-q", "--model", location])[0] for _ in range(5)]
+    wall, rss_kb = cli_run(["tag", str(folder[0].parent), "-q", "--format", "jsonl", "--model", location])
+    print(f"cold start, image-tags tag one.jpg (median of 5): {statistics.median(colds):.2f} s")
+    print(f"peak RSS, image-tags tag over the folder: {rss_kb / 1024:.0f} MB ({len(folder) / wall:.1f} images/s incl. start-up)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="serving benchmark (prints figures)")
     parser.add_argument("--photos", type=int, default=200, help="photos in the throughput folder")
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--model", action="append", default=None,
+                        help="bundle to measure (repeat for several, side by side; default: the built-in model)")
     args = parser.parse_args()
     photos = source_photos()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     big = work / "twelve_mp.jpg"
     Image.open(photos[0]).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC).save(big, quality=92)
     folder = make_folder(work / "folder", photos, args.photos)
-
-    image_predictor = ImagePredictor.init_from_config_path()
-    label_predictor = LabelPredictor.init_from_config_path()
-    print(f"machine: {os.cpu_count()} cores, encoder threads {image_predictor.encoder.num_threads}")
+    print(f"machine: {os.cpu_count()} cores")
     print(f"photos: 12-MP JPEG {big.stat().st_size / 1e6:.1f} MB; folder of {len(folder)} 1024x768 JPEGs\n")
 
-    def ours():
-        embedding, _ = image_predictor.predict_from_file(big)
-        return label_predictor.predict_from_array(embedding, top_k=20)
-
-    ours_s = timed(ours, args.repeat)
     seed = seed_way(big)
     seed_s = timed(seed, max(3, args.repeat // 3)) if seed else None
-    print("warm latency, 12-MP JPEG -> top-20 tags (median)")
-    print(f"  ours (draft decode + LiteRT + vectorised ranking): {ours_s * 1000:8.1f} ms")
     if seed_s:
-        print(f"  seed's way (full decode + eager Keras + Python loop over 20k labels): {seed_s * 1000:8.1f} ms")
-        print(f"  speed-up: {seed_s / ours_s:.1f}x")
+        print(f"the seed's way (full decode + eager Keras + Python loop over 20k labels), 12-MP JPEG: {seed_s * 1000:.1f} ms")
     else:
-        print("  seed's way: skipped (TensorFlow not installed; pip install -e '.[build]')")
+        print("the seed's way: skipped (TensorFlow not installed; pip install -e '.[build]')")
+    decode_floor(big, args.repeat)
 
-    batch = np.random.default_rng(0).random((16, 224, 224, 3), dtype=np.float32)
-    encode_s = timed(lambda: image_predictor.encoder.encode(batch), args.repeat)
-    print(f"\nencoder throughput, batches of 16: {16 / encode_s:8.1f} images/s")
-    single = batch[:1]
-    print(f"encoder latency, one image:        {timed(lambda: image_predictor.encoder.encode(single), args.repeat) * 1000:8.2f} ms")
-
-    start = time.perf_counter()
-    results = list(tag_files([str(p) for p in folder], image_predictor, label_predictor, batch_size=16))
-    folder_s = time.perf_counter() - start
-    assert all(r.ok for r in results)
-    print(f"end to end over the folder (decode, crop, encode, rank): {len(folder) / folder_s:8.1f} images/s")
-
-    if image_predictor.face_detector is not None:
-        people_cost(image_predictor, folder, args.repeat)
+    for location in args.model or [str(DEFAULT_CONFIG)]:
+        model_figures(location, big, folder, seed_s, args.repeat)
 
     rng = np.random.default_rng(1)
     table = LabelTable([str(i) for i in range(20_000)], [str(i) for i in range(20_000)], rng.normal(size=(20_000, 50)))
@@ -191,11 +218,6 @@ def main() -> None:
 
     loop_s = timed(python_loop, 3)
     print(f"\nranking 20,000 labels x 50 dims: vectorised {vector_s * 1e3:.3f} ms, Python loop {loop_s * 1e3:.1f} ms ({loop_s / vector_s:.0f}x)")
-
-    colds = [cli_run(["tag", str(folder[0]), "-q"])[0] for _ in range(5)]
-    wall, rss_kb = cli_run(["tag", str(work / "folder"), "-q", "--format", "jsonl"])
-    print(f"\ncold start, image-tags tag one.jpg (median of 5): {statistics.median(colds):.2f} s")
-    print(f"peak RSS, image-tags tag over the folder: {rss_kb / 1024:.0f} MB ({len(folder) / wall:.1f} images/s incl. start-up)")
     print(f"(this process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB, TensorFlow loaded for the seed's way)")
 
 

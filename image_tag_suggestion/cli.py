@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weights", default=None, help="mobilenet_v2 start: 'imagenet' (needs internet) or a weights file")
     train.add_argument("--alpha", type=float, default=1.0, help="mobilenet_v2 width multiplier")
     train.add_argument("--checkpoint-dir", default=None, help="checkpoints; rerun with the same folder to resume")
+    train.add_argument("--int8", action="store_true",
+                       help="also write a copy with a full-integer (int8) encoder in OUT/int8, and how often it keeps "
+                            "the float bundle's best tag on the validation photos")
     train.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="auto: mixed_bfloat16 on GPUs of compute capability 8+, mixed_float16 on 7.x, float32 on CPU")
     train.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
@@ -316,7 +319,7 @@ def _train(args) -> int:
         batch_size=args.batch_size, learning_rate=args.learning_rate, margin=args.margin,
         val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
         freeze_backbone=args.freeze_backbone, weights=args.weights, alpha=args.alpha, precision=args.precision,
-        jit_compile={"auto": None, "on": True, "off": False}[args.jit_compile],
+        jit_compile={"auto": None, "on": True, "off": False}[args.jit_compile], int8=args.int8,
     )
     metrics = train(dataset, config, args.out, checkpoint_dir=args.checkpoint_dir, verbose=0 if args.quiet else 1)
     print(json.dumps(metrics, indent=2))

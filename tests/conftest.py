@@ -61,13 +61,15 @@ def gcompris_photos(tmp_path_factory) -> dict[str, Path]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import devset
 
+    from image_tag_suggestion.conversion.qt_resources import read_qt_resources
+
     folder = tmp_path_factory.mktemp("gcompris")
     photos, resources = {}, {}
     for name, (bundle, inside) in GCOMPRIS_PHOTOS.items():
         if bundle not in resources:
             rcc = devset.GCOMPRIS / f"{bundle}.rcc"
             assert rcc.is_file(), "tests need Debian's gcompris-qt-data (scripts/setup_dev.sh installs it)"
-            resources[bundle] = devset.read_qt_resources(rcc)
+            resources[bundle] = read_qt_resources(rcc)
         [data] = [d for path, d in resources[bundle].items() if path.endswith("/" + inside)]
         photos[name] = folder / f"{name}.webp"
         photos[name].write_bytes(data)

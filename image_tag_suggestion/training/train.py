@@ -44,6 +44,8 @@ from .decoding import UNREADABLE, keep, readable, serving_batches
 from .evaluation import evaluate_scores
 
 ENCODER_TFLITE, ENCODER_KERAS = "encoder.tflite", "encoder.keras"
+INT8_FOLDER, INT8_REPRESENTATIVE = "int8", 300
+INT8_AGREEMENT = 0.98  # the share of validation photos whose best tag an int8 copy should keep
 #: With cached features a step costs milliseconds; small datasets get at least this many
 #: steps per epoch (random views and labels differ each pass), so 20 photos per tag train.
 MIN_FEATURE_STEPS = 50
@@ -69,6 +71,7 @@ class TrainConfig:
     alpha: float = 1.0
     precision: str = "auto"  # one of PRECISIONS
     jit_compile: bool | None = None  # None: Keras decides (XLA on one GPU only)
+    int8: bool = False  # also export a full-integer copy of the bundle in OUT/int8
 
     @property
     def frozen(self) -> bool:
@@ -199,6 +202,12 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
     if is_chief():  # every worker of a cluster gets here with the same weights; one writes
         out = Path(out)
         export_bundle(out, encoder, dataset, label_table, config, scale, offset, metrics)
+        if config.int8:
+            metrics["int8"] = export_int8(out, encoder, data.train_set, val_set, config)
+            if metrics["int8"]["top_tag_agreement"] < INT8_AGREEMENT:
+                metrics["warnings"].append(
+                    f"the int8 copy keeps the best tag of only {metrics['int8']['top_tag_agreement']:.0%} of the "
+                    f"validation photos (the guard wants {INT8_AGREEMENT:.0%}): prefer the float bundle in {out}")
         write_report(out, history, metrics)
     return metrics
 
@@ -396,6 +405,44 @@ def export_bundle(out: Path, encoder, dataset: LabeledDataset, label_table: np.n
         "files": {name: None for name in [ENCODER_TFLITE, ENCODER_KERAS, *written]},
     })
     return out
+
+
+def export_int8(out: Path, encoder, train_set: LabeledDataset, val_set: LabeledDataset, config: TrainConfig) -> dict:
+    """The bundle in ``out`` again in ``out/int8``, with a full-integer encoder whose activation
+    ranges are measured on training photos (up to 300, as served), and the guard: how often it
+    keeps the float bundle's best tag on the validation photos, which it never saw."""
+    import shutil
+
+    import yaml
+
+    from ..bundle import CONFIG_FILE, open_bundle
+    from ..conversion.export import export_tflite
+    from ..predictors import ImagePredictor, LabelPredictor
+
+    representative = []
+    for batch, _, _ in serving_batches(train_set, serving_preprocessing(config), config.batch_size):
+        representative.append(batch)
+        if sum(len(b) for b in representative) >= INT8_REPRESENTATIVE:
+            break
+    target = out / INT8_FOLDER
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir()
+    export_tflite(encoder, target / ENCODER_TFLITE, representative=np.concatenate(representative)[:INT8_REPRESENTATIVE])
+    bundle_config = yaml.safe_load((out / CONFIG_FILE).read_text(encoding="utf-8"))
+    label_files = [name for name in bundle_config["files"] if name not in (ENCODER_TFLITE, ENCODER_KERAS)]
+    for name in label_files:
+        shutil.copyfile(out / name, target / name)
+    encoder_section = {k: v for k, v in bundle_config["encoder"].items() if k != "keras"}
+    write_config(target, {**bundle_config, "name": f"{bundle_config['name']}-int8", "encoder": encoder_section,
+                          "description": bundle_config["description"] + " (int8 encoder)",
+                          "files": {name: None for name in [ENCODER_TFLITE, *label_files]}})
+    files = [example.path for example in val_set.examples]
+    best = []
+    for folder in (out, target):
+        bundle = open_bundle(folder)
+        best.append(LabelPredictor(bundle).scores(ImagePredictor(bundle).predict_from_files(files)).argmax(axis=1))
+    return {"folder": str(target), "top_tag_agreement": float(np.mean(best[0] == best[1])), "validation_images": len(files)}
 
 
 def write_report(out: Path, history: dict, metrics: dict) -> None:
