@@ -215,3 +215,17 @@ def test_the_app_explains_a_seed_model_it_cannot_fetch(tmp_path, monkeypatch):
     app.sidebar.selectbox[0].select(choice[0]).run()  # the model loads when chosen: the error shows at once
     assert not app.exception
     assert len(app.error) == 1 and "import-seed --h5" in app.error[0].value
+
+
+def test_a_model_without_the_normalisation_is_not_the_seeds(tmp_path):
+    import tf_keras as k2
+
+    from image_tag_suggestion.conversion.seed_import import SeedImportError, import_seed
+
+    inputs = k2.Input((None, None, 3))
+    x = k2.layers.GlobalAveragePooling2D()(k2.layers.Conv2D(8, 3, activation="relu")(inputs))
+    k2.Model(inputs, x).save(tmp_path / "plain.h5")
+    (tmp_path / "labels.json").write_text(json.dumps({"x": [0.0] * 8}))
+    with pytest.raises(SeedImportError, match="not unit length"):
+        import_seed(tmp_path / "plain.h5", tmp_path / "labels.json", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -263,8 +263,10 @@ def import_seed(h5_path: str | Path, labels_path: str | Path, out: str | Path) -
 def check_unit_length(encoder) -> None:
     """The seed's embeddings are unit vectors; a model that gives others is not its model."""
     rng = np.random.default_rng(0)
-    probes = np.stack([np.zeros((encoder.input_size, encoder.input_size, 3), np.float32),
-                       rng.uniform(-1, 1, (encoder.input_size, encoder.input_size, 3)).astype(np.float32)])
+    side = encoder.input_size
+    ramp = np.linspace(-1.0, 1.0, side, dtype=np.float32)
+    probes = np.stack([np.broadcast_to(ramp[None, :, None] * ramp[:, None, None], (side, side, 3)),  # smooth, like a photo
+                       rng.uniform(-1, 1, (side, side, 3)).astype(np.float32)])
     norms = np.linalg.norm(encoder.encode(probes), axis=1)
     if not np.all(np.abs(norms - 1.0) < UNIT_TOLERANCE) or not all(math.isfinite(n) for n in norms):
         raise SeedImportError(f"the model's embeddings are not unit length (norms {np.round(norms, 4).tolist()})")
