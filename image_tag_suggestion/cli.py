@@ -153,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(message: str) -> None:
+    """A line of news on stderr (stdout is for results)."""
+    print(f"image-tags: {message}", file=sys.stderr)
+
+
 def _progress(total: int, what: str, quiet: bool):
     """A progress bar on stderr, or None when quiet."""
     if quiet:
@@ -239,7 +244,7 @@ def _index(args) -> int:
     from .seed_model import resolve_model
 
     try:
-        bundle = load_bundle(resolve_model(args.model))
+        bundle = load_bundle(resolve_model(args.model, _say))
     except BundleError as exc:
         print(f"image-tags: {exc}", file=sys.stderr)
         return 2
@@ -352,7 +357,7 @@ def _evaluate(args) -> int:
         return 2
     def work(on_start, on_done):
         on_start(len(dataset.examples))
-        return evaluate_bundle(resolve_model(args.model), dataset, on_done=on_done)
+        return evaluate_bundle(resolve_model(args.model, _say), dataset, on_done=on_done)
 
     evaluation = _with_progress("evaluating", args.quiet, work, (BundleError,))
     if evaluation is None:
@@ -389,7 +394,7 @@ def _tag(args) -> int:
     models = []
     try:
         for location in args.model or ["default"]:
-            bundle = load_bundle(resolve_model(location))
+            bundle = load_bundle(resolve_model(location, _say))
             name = bundle.name if bundle.name not in [m[0] for m in models] else f"{bundle.name} {len(models) + 1}"
             predictor = ImagePredictor(bundle, num_threads=args.threads, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
             models.append((name, predictor, LabelPredictor(bundle)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from .bundle import CONFIG_FILE, DEFAULT_CONFIG, BundleError, default_cache_dir, download_verified
 
@@ -26,14 +27,14 @@ SEED_FOLDER = "seed-v0.1"
 NAMES = ("default", "seed")  # what --model accepts besides folders, config files and URLs
 
 
-def resolve_model(location: str | Path | None) -> str | Path:
+def resolve_model(location: str | Path | None, report: Callable[[str], None] | None = None) -> str | Path:
     """A model named on the command line or in the app -> a location ``load_bundle`` opens:
     ``default`` (or nothing) is the built-in model, ``seed`` the original app's (imported on
-    first use); anything else is returned as it is."""
+    first use; ``report`` hears what is being done meanwhile); anything else is returned as it is."""
     if location is None or str(location) == "default":
         return DEFAULT_CONFIG
     if str(location) == "seed":
-        return seed_bundle()
+        return seed_bundle(report=report)
     return location
 
 
@@ -43,7 +44,7 @@ def seed_folder(cache_dir: str | Path | None = None) -> Path:
 
 
 def seed_bundle(cache_dir: str | Path | None = None, base_url: str | None = None, files: dict[str, str] = SEED_FILES,
-                timeout: float = 60.0) -> Path:
+                timeout: float = 60.0, report: Callable[[str], None] | None = None) -> Path:
     """The imported seed bundle's folder: imported already, or downloaded, checked and imported now."""
     folder = seed_folder(cache_dir)
     if (folder / CONFIG_FILE).is_file():
@@ -60,6 +61,8 @@ def seed_bundle(cache_dir: str | Path | None = None, base_url: str | None = None
                 raise BundleError(f"the original app's model is not imported and could not be fetched ({exc}); "
                                   f"download {H5_FILE} and {LABELS_FILE} from {SEED_RELEASE} and run: image-tags "
                                   f"import-seed --h5 {H5_FILE} --labels {LABELS_FILE}") from None
+        if report:
+            report(f"the original app's model is downloaded and checked; importing it into {folder} (once)")
         return import_files(paths[H5_FILE], paths[LABELS_FILE], folder)
 
 

@@ -121,10 +121,12 @@ def test_model_seed_downloads_checks_imports_once(both_variants, served, tmp_pat
     with pytest.raises(BundleError, match="does not match"):
         seed_bundle(cache, base_url=base, files=SEED_FILES)  # our test files are not the published ones
     assert not (cache / "seed-v0.1").exists() and not list(cache.glob(".seed-*"))
-    folder = seed_bundle(cache, base_url=base, files=_files(seed_files))
-    assert load_bundle(folder).name == "seed"
+    news: list[str] = []
+    folder = seed_bundle(cache, base_url=base, files=_files(seed_files), report=news.append)
+    assert load_bundle(folder).name == "seed" and len(news) == 1 and "importing it into" in news[0]
     (root / "labels.json").unlink()
-    assert seed_bundle(cache, base_url=base, files=_files(seed_files)) == folder  # imported once, not fetched again
+    assert seed_bundle(cache, base_url=base, files=_files(seed_files), report=news.append) == folder
+    assert len(news) == 1  # imported once, not fetched again
     (cache / "notes").mkdir()
     removed, size = clear_cache(cache)  # image-tags cache clear: the imported model goes too, nothing else
     assert removed == 1 and size > 1_000_000 and not folder.exists() and (cache / "notes").is_dir()
