@@ -24,7 +24,6 @@ SEED_FILES = {  # the published sha256 of each file
 }
 MAX_FILE_BYTES = 512 << 20
 SEED_FOLDER = "seed-v0.1"
-NAMES = ("default", "seed")  # what --model accepts besides folders, config files and URLs
 
 
 def resolve_model(location: str | Path | None, report: Callable[[str], None] | None = None) -> str | Path:
