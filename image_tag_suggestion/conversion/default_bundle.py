@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from ..bundle import CONFIG_FILE, write_config
+from ..files import OutputFolderError, check_output_folder, install_folder, staging_folder
 from ..labels import LabelTable, PeopleTag
 from ..preprocessing import Preprocessing
 from .efficientnet_lite import build_efficientnet_lite0, classifier_weights, load_torch_weights
@@ -127,14 +127,17 @@ def representative_inputs(folder: str | Path, limit: int = 400) -> np.ndarray:
     return np.concatenate(inputs)
 
 
-def build_default_bundle(out: str | Path, float16: bool = True, representative: str | Path | None = None) -> Path:
-    """Write the default bundle into ``out`` (replacing what is there); with ``representative``
-    (a folder of photos), its full-integer (int8) variant."""
+def build_default_bundle(out: str | Path, float16: bool = True, representative: str | Path | None = None,
+                         force: bool = False) -> Path:
+    """Write the default bundle into ``out`` (replacing a bundle there, never anything else; see
+    ``files.py`` for ``force``); with ``representative`` (a folder of photos), its full-integer
+    (int8) variant."""
     out = Path(out)
+    check_output_folder(out, force)
     model, state_dict = build_lite0_keras()
     weights, bias = classifier_weights(state_dict)
     table = default_label_table(weights, bias)
-    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as staging:
+    with staging_folder(out) as staging:
         staging = Path(staging)
         export_tflite(model, staging / ENCODER_FILE, float16=float16,
                       representative=representative_inputs(representative) if representative else None)
@@ -158,11 +161,7 @@ def build_default_bundle(out: str | Path, float16: bool = True, representative: 
             "files": {name: None for name in [ENCODER_FILE, FACE_DETECTOR_FILE, *written]},
         }
         write_config(staging, with_calibration(config))
-        if out.exists():
-            shutil.rmtree(out)
-        shutil.copytree(staging, out)
-    out.chmod(0o755)
-    return out
+        return install_folder(staging, out, force)
 
 
 def with_calibration(config: dict, calibration_file: Path = CALIBRATION_FILE) -> dict:
@@ -184,7 +183,9 @@ def recalibrate(folder: str | Path, calibration_file: Path = CALIBRATION_FILE) -
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="bundle folder to write (replaced)")
+    parser.add_argument("--out", required=True, help="bundle folder to write (a bundle there is replaced)")
+    parser.add_argument("--force", action="store_true",
+                        help="write into a folder that holds other files too (they stay; only an old bundle's go)")
     parser.add_argument("--float32", action="store_true", help="keep float32 weights (twice the size)")
     parser.add_argument("--int8", action="store_true", help="full-integer encoder (needs --representative)")
     parser.add_argument("--representative", default=None, metavar="FOLDER",
@@ -192,7 +193,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.int8 != bool(args.representative):
         parser.error("--int8 and --representative go together")
-    print(build_default_bundle(args.out, float16=not args.float32, representative=args.representative))
+    try:
+        print(build_default_bundle(args.out, float16=not args.float32, representative=args.representative,
+                                   force=args.force))
+    except OutputFolderError as exc:
+        raise SystemExit(f"default_bundle: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ training too).
 
 Every image under SRC is decoded upright (EXIF applied), its short side scaled to
 ``size`` (never enlarged) and saved as JPEG under the same relative path (extension
-``.jpg``). Files already prepared and newer than their source are skipped, so an
-interrupted run can simply be started again. Unreadable files are counted, not fatal.
+``.jpg``), written whole or not at all. Files already prepared and newer than their source
+are skipped, so an interrupted run can simply be started again. Unreadable files, and a
+file that would be written where another source's goes (``a.png`` and ``a.jpeg``), are
+counted as failed with the reason, not fatal.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Callable
 
 from PIL import Image
 
+from ..files import atomic_output
 from ..images import ImageError, load_image
 from ..tagging import find_images
 
@@ -39,12 +42,16 @@ def prepare_images(source: str | os.PathLike, out: str | os.PathLike, size: int 
     if not source.is_dir():
         raise ValueError(f"{source}: not a folder")
     files = find_images([source])
+    targets, clashes = _targets(files, source, out)
     if on_start:
         on_start(len(files))
     report = PrepareReport()
 
     def one(path: str):
-        target = (out / Path(path).relative_to(source)).with_suffix(".jpg")
+        target = targets[path]
+        if path in clashes:
+            return "failed", (f"{path}: would be prepared as {target}, like {clashes[path]}; "
+                              "rename one of them (nothing was written for it)")
         if target.exists() and target.stat().st_mtime >= os.stat(path).st_mtime:
             return "skipped", None
         try:
@@ -57,9 +64,8 @@ def prepare_images(source: str | os.PathLike, out: str | os.PathLike, size: int 
             image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                                  Image.Resampling.BICUBIC, reducing_gap=3.0)
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.part")
-        image.save(temporary, "JPEG", quality=quality)
-        os.replace(temporary, target)
+        with atomic_output(target) as stream:
+            image.save(stream, "JPEG", quality=quality)
         return "written", None
 
     with ThreadPoolExecutor(max_workers=workers or (os.cpu_count() or 1)) as pool:
@@ -73,3 +79,17 @@ def prepare_images(source: str | os.PathLike, out: str | os.PathLike, size: int 
             if on_done:
                 on_done(1)
     return report
+
+
+def _targets(files: list[str], source: Path, out: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each source's prepared file; and the sources that would land on a file another source
+    already takes ("a.png" and "a.jpeg" both make "a.jpg"), with the one that keeps it."""
+    targets, owners, clashes = {}, {}, {}
+    for path in files:
+        target = (out / Path(path).relative_to(source)).with_suffix(".jpg")
+        targets[path] = target
+        if target in owners:
+            clashes[path] = owners[target]
+        else:
+            owners[target] = path
+    return targets, clashes

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle import write_config
+from ..files import install_folder, staging_folder
 from ..labels import LabelTable
 from ..preprocessing import Preprocessing
 from .calibration import MIN_SCALE, calibration_pairs, fit_offset, fit_platt
@@ -45,6 +46,7 @@ from .evaluation import evaluate_scores
 
 ENCODER_TFLITE, ENCODER_KERAS = "encoder.tflite", "encoder.keras"
 INT8_FOLDER, INT8_REPRESENTATIVE = "int8", 300
+REPORT_FILES = ("metrics.json", "history.json", "report.png")
 INT8_AGREEMENT = 0.98  # the share of validation photos whose best tag an int8 copy should keep
 #: With cached features a step costs milliseconds; small datasets get at least this many
 #: steps per epoch (random views and labels differ each pass), so 20 photos per tag train.
@@ -160,17 +162,24 @@ def predict_as_served(model, dataset: LabeledDataset, config: TrainConfig, views
 
 
 def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpoint_dir: str | Path | None = None,
-          verbose: int = 1, callbacks: list | None = None, strategy=None) -> dict:
+          verbose: int = 1, callbacks: list | None = None, strategy=None, force: bool = False) -> dict:
     """Train, calibrate, evaluate on the validation split and export a bundle to ``out``.
 
+    ``out`` is checked before training starts: a folder holding anything but a bundle this
+    program wrote is refused (``force``: write in beside what is there; see ``files.py``).
+    The bundle, its report and int8 copy are written in a staging folder and moved in whole.
     With ``checkpoint_dir``, an interrupted run started again with the same folder
     resumes at the last finished epoch. ``callbacks``: extra Keras callbacks.
     ``strategy``: a ``tf.distribute`` strategy (default: ``choose_strategy()``).
     """
     import keras
 
+    from ..files import check_output_folder
     from .models import build_image_encoder
 
+    out = Path(out)
+    if is_chief():
+        check_output_folder(out, force)
     keras.utils.set_random_seed(config.seed)
     dataset, unreadable = readable(dataset)
     train_set, val_set = dataset.split(config.val_fraction, config.seed)
@@ -200,15 +209,18 @@ def train(dataset: LabeledDataset, config: TrainConfig, out: str | Path, checkpo
                "jit_compile": bool(networks.model.jit_compile), "replicas": strategy.num_replicas_in_sync,
                "warnings": warnings}
     if is_chief():  # every worker of a cluster gets here with the same weights; one writes
-        out = Path(out)
-        export_bundle(out, encoder, dataset, label_table, config, scale, offset, metrics)
-        if config.int8:
-            metrics["int8"] = export_int8(out, encoder, data.train_set, val_set, config)
-            if metrics["int8"]["top_tag_agreement"] < INT8_AGREEMENT:
-                metrics["warnings"].append(
-                    f"the int8 copy keeps the best tag of only {metrics['int8']['top_tag_agreement']:.0%} of the "
-                    f"validation photos (the guard wants {INT8_AGREEMENT:.0%}): prefer the float bundle in {out}")
-        write_report(out, history, metrics)
+        with staging_folder(out) as staging:
+            staging = Path(staging)
+            export_bundle(staging, encoder, dataset, label_table, config, scale, offset, metrics, name=out.name)
+            if config.int8:
+                metrics["int8"] = export_int8(staging, encoder, data.train_set, val_set, config)
+                metrics["int8"]["folder"] = str(out / INT8_FOLDER)
+                if metrics["int8"]["top_tag_agreement"] < INT8_AGREEMENT:
+                    metrics["warnings"].append(
+                        f"the int8 copy keeps the best tag of only {metrics['int8']['top_tag_agreement']:.0%} of the "
+                        f"validation photos (the guard wants {INT8_AGREEMENT:.0%}): prefer the float bundle in {out}")
+            write_report(staging, history, metrics)
+            install_folder(staging, out, force)
     return metrics
 
 
@@ -383,8 +395,9 @@ def serving_copy(backbone, head, config: TrainConfig):
 
 
 def export_bundle(out: Path, encoder, dataset: LabeledDataset, label_table: np.ndarray, config: TrainConfig,
-                  scale: float, offset: float, metrics: dict) -> Path:
-    """Write the bundle: ``.tflite`` for serving, ``.keras`` for retraining, label table, config."""
+                  scale: float, offset: float, metrics: dict, name: str | None = None) -> Path:
+    """Write the bundle: ``.tflite`` for serving, ``.keras`` for retraining, label table, config.
+    ``name``: the bundle's name (default: the folder's)."""
     from ..conversion.export import export_tflite
 
     out.mkdir(parents=True, exist_ok=True)
@@ -394,7 +407,7 @@ def export_bundle(out: Path, encoder, dataset: LabeledDataset, label_table: np.n
     written = table.save(out, embeddings_dtype=np.float32)
     preprocessing = serving_preprocessing(config)
     write_config(out, {
-        "name": out.name,
+        "name": name or out.name,
         "kind": "embedding",
         "description": f"{config.backbone} -> {config.embedding_dim}-d triplet embedding, {len(dataset.label_ids)} tags",
         "encoder": {"tflite": ENCODER_TFLITE, "keras": ENCODER_KERAS, "embedding_dim": config.embedding_dim,
@@ -402,7 +415,9 @@ def export_bundle(out: Path, encoder, dataset: LabeledDataset, label_table: np.n
         "scoring": {"activation": "sigmoid", "normalize": True, "scale": scale, "offset": offset},
         "ranking": {"order": "score"},
         "training": {**asdict(config), "validation": {k: v for k, v in metrics.items() if k != "calibration"}},
-        "files": {name: None for name in [ENCODER_TFLITE, ENCODER_KERAS, *written]},
+        "files": {file: None for file in [ENCODER_TFLITE, ENCODER_KERAS, *written]},
+        # What train() writes beside the bundle: replaced with it next time, never anything else.
+        "outputs": [*REPORT_FILES, *([INT8_FOLDER] if config.int8 else [])],
     })
     return out
 
@@ -425,8 +440,6 @@ def export_int8(out: Path, encoder, train_set: LabeledDataset, val_set: LabeledD
         if sum(len(b) for b in representative) >= INT8_REPRESENTATIVE:
             break
     target = out / INT8_FOLDER
-    if target.exists():
-        shutil.rmtree(target)
     target.mkdir()
     export_tflite(encoder, target / ENCODER_TFLITE, representative=np.concatenate(representative)[:INT8_REPRESENTATIVE])
     bundle_config = yaml.safe_load((out / CONFIG_FILE).read_text(encoding="utf-8"))
@@ -452,7 +465,7 @@ def write_report(out: Path, history: dict, metrics: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")  # in the staging folder: moved in whole
     (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for key in ("loss", "val_loss"):
