@@ -133,6 +133,18 @@ class LabelTable:
         if problems:
             raise ValueError("invalid label table: " + "; ".join(problems))
 
+    def broader_chain(self, tag_id: str) -> list[str]:
+        """Names of the tags above ``tag_id``, widest first (for hierarchical keywords such as
+        "animal|mammal|dog"): the broader tags whose members include all of its classes. A
+        people tag ("portrait", "group of people") sits under the "person" tags."""
+        index = self.ids.index(tag_id)
+        if index >= self.n_classes + len(self.broader_ids):  # a people tag
+            return [t.name for t in self.people if t.signal == "person" and t.id != tag_id]
+        members = {index} if index < self.n_classes else set(self.broader_members[index - self.n_classes])
+        above = [(len(m), name) for name, m, other in zip(self.broader_names, self.broader_members, self.broader_ids)
+                 if other != tag_id and members <= set(m)]
+        return [name for _, name in sorted(above, key=lambda item: -item[0])]
+
     def words(self) -> list[tuple[str, int]]:
         """Every (word, tag index) search answers to: names, names without their sense
         note ("car" for "car (auto)"), synonyms and ids, in lower case."""

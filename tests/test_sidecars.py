@@ -145,3 +145,140 @@ def test_a_new_sidecar_is_a_normal_file(photos):
     os.umask(umask)
     assert os.stat(sidecar).st_mode & 0o777 == 0o666 & ~umask  # not the 0600 of a temporary file
     assert sidecar.read_text(encoding="utf-8").startswith("<?xpacket begin=")
+
+
+# Merging by a real parser: everything the sidecar held stays, byte for byte outside the root.
+# These call write_xmp directly, so several sidecars are merged in one process.
+
+from image_tag_suggestion.sidecars import write_xmp  # noqa: E402
+
+KEYWORDS, PATHS = ["dog", "animal"], ["animal|dog"]
+DECLARATION, BODY = EXISTING.split("\n", 1)
+
+
+def merged(tmp_path, text: str, name: str = "photo.jpg"):
+    """Write ``text`` as ``name``'s sidecar, merge our keywords in; the new text and exiftool's reading."""
+    sidecar = tmp_path / f"{name}.xmp"
+    sidecar.write_text(text, encoding="utf-8")
+    assert write_xmp(tmp_path / name, KEYWORDS, PATHS) == sidecar
+    return sidecar.read_text(encoding="utf-8"), exiftool(sidecar)
+
+
+def test_a_comment_before_the_root_is_kept(tmp_path):
+    prolog = f"{DECLARATION}\n<!-- exported by PhotoTool 3.1 <beta> -->\n"
+    text, xmp = merged(tmp_path, prolog + BODY)
+    assert text.startswith(prolog) and text.count("exported by") == 1
+    ET.fromstring(text.encode("utf-8"))  # well-formed
+    assert as_list(xmp["Subject"]) == ["holiday", "dog", "animal"] and xmp["Title"] == "Summer 2024"
+    write_xmp(tmp_path / "photo.jpg", KEYWORDS, PATHS)
+    assert (tmp_path / "photo.jpg.xmp").read_text(encoding="utf-8") == text  # merging again changes nothing
+
+
+def test_a_comment_after_the_root_is_kept(tmp_path):
+    epilog = "<!-- checksum of <x:xmpmeta>...</x:xmpmeta>: 1234 -->\n"
+    text, xmp = merged(tmp_path, EXISTING + epilog)
+    assert text.endswith("</x:xmpmeta>\n" + epilog)
+    ET.fromstring(text.encode("utf-8"))
+    assert as_list(xmp["Subject"]) == ["holiday", "dog", "animal"]
+
+
+def test_a_processing_instruction_after_the_root_is_kept(tmp_path):
+    epilog = "<?phototool saved='<x:xmpmeta>...</x:xmpmeta>'?>\n"
+    text, xmp = merged(tmp_path, EXISTING + epilog)
+    assert text.endswith("</x:xmpmeta>\n" + epilog)
+    ET.fromstring(text.encode("utf-8"))
+    assert as_list(xmp["Subject"]) == ["holiday", "dog", "animal"]
+
+
+UNUSUAL_PREFIXES = """<x:xmpmeta xmlns:x="adobe:ns:meta/">
+ <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+  <rdf:Description rdf:about="" xmlns:purl="http://purl.org/dc/elements/1.1/"
+      xmlns:dc="http://example.com/draft-dublin-core/">
+   <purl:subject><rdf:Bag><rdf:li>holiday</rdf:li></rdf:Bag></purl:subject>
+   <dc:note>not Dublin Core</dc:note>
+  </rdf:Description>
+ </rdf:RDF>
+</x:xmpmeta>
+"""
+
+
+def test_prefixes_belong_to_one_sidecar_not_to_the_process(tmp_path):
+    """A sidecar that binds ``dc`` to another namespace (and Dublin Core to ``purl``) is merged
+    with its own prefixes; the sidecars merged after it still get ``dc:``."""
+    text, xmp = merged(tmp_path, UNUSUAL_PREFIXES, "unusual.jpg")
+    assert text.count("<purl:subject>") == 1 and "<dc:subject>" not in text
+    assert "<dc:note>not Dublin Core</dc:note>" in text and 'xmlns:dc="http://example.com/draft-dublin-core/"' in text
+    assert as_list(xmp["Subject"]) == ["holiday", "dog", "animal"]
+    assert write_xmp(tmp_path / "new.jpg", KEYWORDS, PATHS) == tmp_path / "new.jpg.xmp"
+    new = (tmp_path / "new.jpg.xmp").read_text(encoding="utf-8")
+    assert "<dc:subject>" in new and "purl:" not in new and "ns0:" not in new and "ns2:" not in new
+    assert as_list(exiftool(tmp_path / "new.jpg.xmp")["Subject"]) == ["dog", "animal"]
+    text, xmp = merged(tmp_path, EXISTING, "normal.jpg")
+    assert text.count("<dc:subject>") == 1 and "purl:" not in text and "draft-dublin-core" not in text
+    assert as_list(xmp["Subject"]) == ["holiday", "dog", "animal"]
+
+
+def test_unknown_namespaces_keep_their_prefixes(tmp_path):
+    """Even prefixes that look generated (``ns1`` before ``ns0``) stay as the sidecar had them."""
+    unknown = BODY.replace('xmp:Rating="4">', 'xmp:Rating="4" xmlns:ns1="http://example.com/a/" '
+                           'xmlns:ns0="http://example.com/b/" xmlns:acme="http://example.com/acme/1.0/" '
+                           'acme:project="Summer">\n   <ns1:first>A</ns1:first><ns0:second>B</ns0:second>')
+    text, xmp = merged(tmp_path, unknown)
+    assert '<ns1:first>A</ns1:first><ns0:second>B</ns0:second>' in text and 'acme:project="Summer"' in text
+    assert 'xmlns:ns1="http://example.com/a/"' in text and 'xmlns:ns0="http://example.com/b/"' in text
+    assert as_list(xmp["Subject"]) == ["holiday", "dog", "animal"] and xmp["Rating"] == 4
+
+
+def test_a_symlinked_sidecar_stays_a_link_and_its_target_is_updated(tmp_path):
+    import os
+
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "photo.xmp").write_text(EXISTING, encoding="utf-8")
+    os.chmod(store / "photo.xmp", 0o640)
+    link = tmp_path / "photo.jpg.xmp"
+    link.symlink_to(os.path.join("store", "photo.xmp"))
+    write_xmp(tmp_path / "photo.jpg", KEYWORDS, PATHS)
+    assert link.is_symlink() and os.readlink(link) == os.path.join("store", "photo.xmp")
+    assert as_list(exiftool(store / "photo.xmp")["Subject"]) == ["holiday", "dog", "animal"]
+    assert os.stat(store / "photo.xmp").st_mode & 0o7777 == 0o640
+    assert [p.name for p in store.iterdir()] == ["photo.xmp"]  # no temporary left behind
+
+
+def test_the_mode_of_a_sidecar_is_kept(tmp_path):
+    import os
+
+    sidecar = tmp_path / "photo.jpg.xmp"
+    sidecar.write_text(EXISTING, encoding="utf-8")
+    os.chmod(sidecar, 0o604)
+    write_xmp(tmp_path / "photo.jpg", KEYWORDS, PATHS)
+    assert os.stat(sidecar).st_mode & 0o7777 == 0o604
+
+
+def test_a_sidecar_is_fsynced_before_it_replaces_the_old_one(tmp_path, monkeypatch):
+    import os
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    write_xmp(tmp_path / "photo.jpg", KEYWORDS, PATHS)
+    assert len(synced) >= 2  # the file, then its folder
+
+
+LAUGHS = """<?xml version="1.0"?>
+<!DOCTYPE x:xmpmeta [<!ENTITY a "lol"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;">]>
+""" + BODY.replace("holiday", "&c;")
+EXTERNAL = """<?xml version="1.0"?>
+<!DOCTYPE x:xmpmeta [<!ENTITY secret SYSTEM "file:///etc/hostname">]>
+""" + BODY.replace("holiday", "&secret;")
+DOCTYPE_ONLY = '<?xml version="1.0"?>\n<!DOCTYPE x:xmpmeta SYSTEM "http://example.com/xmp.dtd">\n' + BODY
+
+
+@pytest.mark.parametrize("text", [LAUGHS, EXTERNAL, DOCTYPE_ONLY], ids=["entity-expansion", "external-entity", "doctype"])
+def test_a_sidecar_declaring_entities_is_refused_and_left_untouched(tmp_path, text):
+    sidecar = tmp_path / "photo.jpg.xmp"
+    sidecar.write_text(text, encoding="utf-8")
+    before = sidecar.read_bytes()
+    with pytest.raises(ValueError, match="left untouched"):
+        write_xmp(tmp_path / "photo.jpg", KEYWORDS, PATHS)
+    assert sidecar.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["photo.jpg.xmp"]
