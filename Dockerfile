@@ -2,7 +2,10 @@
 #   docker build -t image-tags .
 #   docker run --rm -p 8501:8501 image-tags          # then open http://localhost:8501
 #   docker run --rm -v "$PWD/photos:/photos" image-tags tag /photos --format jsonl   # the CLI
-FROM python:3.11-slim-bookworm
+# BASE: the official image by default; a build without a registry passes a local stand-in of its
+# own name (scripts/docker_check.sh), never one that shadows the official name.
+ARG BASE=python:3.11-slim-bookworm
+FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -9,11 +9,14 @@
 # iptables: containers get no network of their own). The Dockerfile's FROM image is made
 # locally as a stand-in: Debian bookworm with Python 3.11 and pip from Debian's mirror, and
 # the wheels of requirements.txt from PyPI in /wheels, where the image's pip finds them
-# (PIP_NO_INDEX, PIP_FIND_LINKS). Then `docker build --network none` builds the real Dockerfile.
+# (PIP_NO_INDEX, PIP_FIND_LINKS). The stand-in has a name of its own (with a hash of
+# requirements.txt, so new requirements make a new one) and reaches the build as the BASE
+# build argument: the official name python:3.11-slim-bookworm is never shadowed on this host.
+# Then `docker build --network none` builds the real Dockerfile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 photo=${1:?a photo to tag}
-base="python:3.11-slim-bookworm"
+base="image-tags-standin/python:3.11-slim-bookworm-$(sha256sum requirements.txt | cut -c1-12)"
 image="image-tags:check"
 work=$(mktemp -d)
 app=""
@@ -28,6 +31,13 @@ if ! docker info >/dev/null 2>&1; then
   dockerd --bridge=none --iptables=false >/tmp/image-tags-dockerd.log 2>&1 &
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null
+fi
+
+# Earlier versions of this script tagged their stand-in with the official name: give that name back.
+official="python:3.11-slim-bookworm"
+if docker image inspect -f '{{json .Config.Env}}' "$official" 2>/dev/null | grep -q 'PIP_FIND_LINKS=/wheels'; then
+  echo "removing an old stand-in that took the name $official"
+  docker rmi "$official" >/dev/null
 fi
 
 if ! docker image inspect "$base" >/dev/null 2>&1; then
@@ -46,7 +56,7 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
 fi
 
 echo "building $image"
-docker build -q --network none -t "$image" . >/dev/null
+docker build -q --network none --build-arg BASE="$base" -t "$image" . >/dev/null
 
 echo "the CLI in a container without a network"
 mkdir "$work/photos"
