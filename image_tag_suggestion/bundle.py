@@ -4,24 +4,33 @@ Everything that serves tags loads bundles and never cares how they were made.
 ``config.yaml`` lists every file with its sha256 and size, so a bundle can be checked
 on load and downloaded safely.
 
+One rule for the files a bundle is made of: every file the config names (``encoder.tflite``,
+``encoder.keras``, ``faces.detector``) and every file the label table reads by its fixed
+name (``labels.json``, ``label_embeddings.npy``, ``label_bias.npy``) is a plain name inside
+the bundle folder that ``files`` lists with its sha256. Nothing else is ever opened, so an
+edited or hostile config cannot make us load a file from elsewhere, or one nobody hashed.
+Files are hashed on every load: for the built-in bundle (10 MB) that is about 15 ms of CPU.
+
 Three doors, one for each kind of location, all behind :func:`load_bundle`:
 - :func:`open_bundle` opens a bundle folder (or its ``config.yaml``) on disk;
 - :func:`download_bundle` fetches the bundle whose ``config.yaml`` is at an http(s)
-  URL into a cache: plain file names only, each file's size capped by the size the
-  config declares and the whole by :data:`MAX_DOWNLOAD_BYTES`, every sha256 checked,
-  every file written whole or not at all; no other scheme (``file:``...) is followed;
+  URL into a cache: each file's size capped by the size the config declares and the
+  whole by :data:`MAX_DOWNLOAD_BYTES`, every sha256 checked, every file written whole or
+  not at all, redirects followed only as :func:`redirect_refusal` allows (at most
+  :data:`MAX_REDIRECTS`), and the whole download bounded in time (see :class:`Deadline`);
 - a *pointer* config (``bundle: default_model`` or ``bundle: https://.../config.yaml``,
-  as the package's own ``config.yaml`` is) is followed at most :data:`MAX_POINTER_DEPTH`
-  times, so a loop ends with an error, not a crash.
+  as the package's own ``config.yaml`` is) is followed by :func:`pointer_target`, at
+  most :data:`MAX_POINTER_DEPTH` times, so a loop ends with an error, not a crash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import shutil
-import tempfile
+import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -29,7 +38,8 @@ from pathlib import Path
 
 import yaml
 
-from .labels import LabelTable
+from .files import atomic_output, atomic_write
+from .labels import BIAS_FILE, EMBEDDINGS_FILE, LABELS_FILE, LabelTable
 from .preprocessing import Preprocessing
 from .scoring import ScoringRule
 
@@ -43,7 +53,20 @@ MAX_CONFIG_BYTES = 1 << 20
 #: The most a download may bring in all (``IMAGE_TAGS_MAX_DOWNLOAD``, bytes): a bundle is
 #: tens of MB, a hostile server could send without end.
 MAX_DOWNLOAD_BYTES = int(os.environ.get("IMAGE_TAGS_MAX_DOWNLOAD", 1 << 30))
+#: Redirects followed per request: enough for a mirror or a CDN, few enough to end a loop quickly.
+MAX_REDIRECTS = 3
+#: Seconds one socket operation may wait (connect, or one read).
+DEFAULT_TIMEOUT = 60.0
+#: A download's default deadline: DEADLINE_BASE seconds, plus one second for every
+#: MIN_RATE bytes the config declares (a 10 MB bundle: 220 s, at worst 100 kB/s).
+DEADLINE_BASE = 120.0
+MIN_RATE = 100_000
+#: The config keys that name a bundle file: (section, key, required).
+NAMED_FILES = (("encoder", "tflite", True), ("encoder", "keras", False), ("faces", "detector", False))
+#: The files LabelTable.load reads by fixed name; the bias only when it is there.
+LABEL_FILES, OPTIONAL_LABEL_FILES = (LABELS_FILE, EMBEDDINGS_FILE), (BIAS_FILE,)
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_CHUNK = 1 << 20
 
 
 class BundleError(ValueError):
@@ -88,18 +111,23 @@ class Bundle:
 
     @property
     def encoder_path(self) -> Path:
-        return self.folder / self.config["encoder"]["tflite"]
+        return self._inside(self.config["encoder"]["tflite"])
 
     @property
     def keras_path(self) -> Path | None:
         name = self.config["encoder"].get("keras")
-        return self.folder / name if name else None
+        return self._inside(name) if name else None
 
     @property
     def face_detector_path(self) -> Path | None:
         """The face detector's ``.tflite`` (``faces.detector`` in config.yaml), if the bundle has one."""
         name = (self.config.get("faces") or {}).get("detector")
-        return self.folder / name if name else None
+        return self._inside(name) if name else None
+
+    def _inside(self, name: str) -> Path:
+        # Checked on load already; checked again so that a Bundle built by hand cannot point outside.
+        _check_file_name(name, f"bundle {self.folder}")
+        return self.folder / name
 
     @property
     def ranking_order(self) -> str:
@@ -154,24 +182,12 @@ class Bundle:
 def load_bundle(location: str | Path = DEFAULT_CONFIG, cache_dir: str | Path | None = None, verify: bool = True) -> Bundle:
     """Load a bundle from a folder or ``config.yaml`` on disk (a bundle or a pointer), or
     from the http(s) URL of a ``config.yaml`` (downloaded into ``cache_dir``)."""
-    return _load(str(location), cache_dir, verify, depth=0)
-
-
-def _load(location: str, cache_dir, verify: bool, depth: int) -> Bundle:
-    if depth > MAX_POINTER_DEPTH:
-        raise BundleError(f"{location}: more than {MAX_POINTER_DEPTH} pointers in a row (a config that points at itself?)")
-    if is_url(location):
-        return open_bundle(download_bundle(location, cache_dir, depth=depth), verify)
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", location) or location.startswith("file:"):
-        raise BundleError(f"{location}: only http(s) URLs and paths on disk can hold a bundle")
-    config_path = _config_path(Path(location).expanduser())
-    config = _read_yaml(config_path)
-    if _is_pointer(config):
-        target = str(config["bundle"])
-        if not is_url(target):
-            target = str((config_path.parent / target).resolve())
-        return _load(target, cache_dir, verify, depth + 1)
-    return _validated(config_path.parent, config, verify)
+    deadline = Deadline()
+    where, config, config_bytes = _follow_pointers(str(location), DEFAULT_TIMEOUT, deadline)
+    if config_bytes is None:  # on disk
+        return _validated(Path(where).parent, config, verify)
+    folder = _download_files(where, config, config_bytes, cache_dir, DEFAULT_TIMEOUT, deadline)
+    return open_bundle(folder, verify)
 
 
 def open_bundle(folder: str | Path, verify: bool = True) -> Bundle:
@@ -194,6 +210,50 @@ def _is_pointer(config: dict) -> bool:
     return "bundle" in config and "kind" not in config
 
 
+def _follow_pointers(location: str, timeout: float, deadline: "Deadline") -> tuple[str, dict, bytes | None]:
+    """Read the config at ``location`` and follow pointers to a bundle's config (both load_bundle
+    and download_bundle come through here, so pointers obey one set of rules: :func:`pointer_target`).
+    Returns where the config is (its path, or its URL after redirects), the config, and its
+    bytes when it was downloaded (None when it is on disk)."""
+    for _ in range(MAX_POINTER_DEPTH + 1):
+        if is_url(location):
+            config_bytes, location = _fetch(location, timeout, deadline, MAX_CONFIG_BYTES)
+            config = _parse_config(config_bytes, location)
+        else:
+            if _has_scheme(location):
+                raise BundleError(f"{location}: only http(s) URLs and paths on disk can hold a bundle")
+            config_path = _config_path(Path(location).expanduser())
+            location, config, config_bytes = str(config_path), _read_yaml(config_path), None
+        if not _is_pointer(config):
+            return location, config, config_bytes
+        location = pointer_target(location, config["bundle"])
+    raise BundleError(f"{location}: more than {MAX_POINTER_DEPTH} pointers in a row (a config that points at itself?)")
+
+
+def pointer_target(source: str, target) -> str:
+    """Where the pointer config at ``source`` (a path on disk or a URL) leads with ``bundle: target``.
+
+    - A pointer on disk was put there by the user: it may name a bundle on disk (a path
+      relative to the pointer's folder) or an http(s) URL.
+    - A downloaded pointer is the server's word, so it gets no more than a redirect would
+      (:func:`redirect_refusal`): a URL (relative to its own) on the same host, never
+      from https down to http, never a path on disk or another scheme.
+    """
+    if not isinstance(target, str) or not target.strip():
+        raise BundleError(f"{source}: bundle: must name a bundle folder or the URL of a config.yaml")
+    if is_url(source):
+        resolved = urllib.parse.urljoin(source, target)
+        refusal = redirect_refusal(source, resolved)
+        if refusal:
+            raise BundleError(f"{source}: refusing to follow the pointer to {resolved}: {refusal}")
+        return resolved
+    if is_url(target):
+        return target
+    if _has_scheme(target):
+        raise BundleError(f"{source}: {target}: only http(s) URLs and paths on disk can hold a bundle")
+    return str((Path(source).parent / Path(target).expanduser()).resolve())
+
+
 def _validated(folder: Path, config: dict, verify: bool) -> Bundle:
     where = f"bundle {folder}"
     version = config.get("format_version")
@@ -209,11 +269,9 @@ def _validated(folder: Path, config: dict, verify: bool) -> Bundle:
         scoring = ScoringRule.from_config(config.get("scoring", {}))
     except (TypeError, ValueError) as exc:
         raise BundleError(f"{where}: {exc}") from None
-    files = config.get("files")
-    if not isinstance(files, dict) or not files:
-        raise BundleError(f"{where}: config.yaml needs a files section (name: sha256)")
+    files = _listed_files(config, where)
+    _check_named_files(config, where, folder)
     for name, digest in files.items():
-        _check_file_name(name, where)
         file_path = folder / name
         if not file_path.is_file():
             raise BundleError(f"{where}: missing file {name}")
@@ -226,6 +284,45 @@ def _validated(folder: Path, config: dict, verify: bool) -> Bundle:
     if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not 0.0 <= min_score <= 1.0:
         raise BundleError(f"{where}: ranking.min_score must be a number between 0 and 1")
     return Bundle(folder=folder, config=config, preprocessing=preprocessing, scoring=scoring)
+
+
+def _listed_files(config: dict, where: str) -> dict:
+    """The ``files`` section (name: sha256), every name a plain file name."""
+    files = config.get("files")
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"{where}: config.yaml needs a files section (name: sha256)")
+    for name in files:
+        _check_file_name(name, where)
+    return files
+
+
+def _check_named_files(config: dict, where: str, folder: Path | None = None) -> None:
+    """Every file the config names, and every label file the label table will read, must be a
+    plain name listed in ``files`` (so it is hashed): otherwise a config could load a file from
+    outside the bundle, or one nobody checked. ``folder`` (on load) catches a label file that
+    lies in the folder without being listed."""
+    files = config["files"]
+    for section_name, key, required in NAMED_FILES:
+        section = config.get(section_name)
+        if section is None and not required:
+            continue
+        if not isinstance(section, dict):
+            raise BundleError(f"{where}: {section_name} in config.yaml must be a mapping")
+        if key not in section and not required:
+            continue
+        name, label = section.get(key), f"{section_name}.{key}"
+        if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or name == CONFIG_FILE:
+            raise BundleError(f"{where}: {label} names {name!r}, which is not a plain file name inside the bundle "
+                              "(no folders, no '..', not absolute); refusing it")
+        if name not in files:
+            raise BundleError(f"{where}: {label} names {name!r}, which files does not list with its sha256; refusing it")
+    for name in LABEL_FILES:
+        if name not in files:
+            raise BundleError(f"{where}: the label table's {name} is not listed in files with its sha256")
+    for name in OPTIONAL_LABEL_FILES:
+        if name not in files and folder is not None and os.path.lexists(folder / name):
+            raise BundleError(f"{where}: {name} is in the folder but not listed in files with its sha256, "
+                              "and the label table would read it; remove it or rebuild the bundle")
 
 
 def find_bundles(models_dir: str | Path) -> list[Path]:
@@ -244,48 +341,47 @@ def find_bundles(models_dir: str | Path) -> list[Path]:
 
 
 def write_config(folder: str | Path, config: dict) -> Path:
-    """Write ``config.yaml`` for ``folder``, recording the sha256 and size of every listed file."""
+    """Write ``config.yaml`` for ``folder`` (whole or not at all), recording the sha256 and size
+    of every listed file."""
     folder = Path(folder)
     config = dict(config)
     config["format_version"] = FORMAT_VERSION
     config["files"] = {name: sha256_of(folder / name) for name in sorted(config.get("files") or {})}
     config["sizes"] = {name: (folder / name).stat().st_size for name in config["files"]}
     path = folder / CONFIG_FILE
-    path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    atomic_write(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode("utf-8"))
     return path
 
 
-def download_bundle(url: str, cache_dir: str | Path | None = None, timeout: float = 60.0, depth: int = 0) -> Path:
+def download_bundle(url: str, cache_dir: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT,
+                    deadline: float | None = None) -> Path:
     """Fetch the bundle whose ``config.yaml`` is at the http(s) ``url``; return the local folder.
 
     Files are fetched next to the config's URL, each capped by the size the config declares
     (``sizes``) and all together by :data:`MAX_DOWNLOAD_BYTES`, checked against their sha256
     and kept in ``cache_dir`` (default ``~/.cache/image_tag_suggestion``); a second call
-    reuses files whose hash still matches. A pointer config is followed (see the module).
+    reuses files whose hash still matches. Pointers are followed (:func:`pointer_target`).
+    ``timeout`` bounds each socket operation, ``deadline`` (seconds) the whole download; by
+    default it grows with the declared sizes (see :class:`Deadline`).
     """
     if not is_url(url):
         raise BundleError(f"{url}: only http(s) URLs are downloaded")
-    if depth > MAX_POINTER_DEPTH:
-        raise BundleError(f"{url}: more than {MAX_POINTER_DEPTH} pointers in a row (a config that points at itself?)")
-    config_bytes = _fetch(url, timeout, MAX_CONFIG_BYTES)
-    try:
-        config = yaml.safe_load(config_bytes)
-    except yaml.YAMLError as exc:
-        raise BundleError(f"{url}: config is not valid YAML ({exc})") from None
-    if not isinstance(config, dict):
-        raise BundleError(f"{url}: config is not a YAML mapping")
-    if _is_pointer(config):
-        return download_bundle(urllib.parse.urljoin(url, str(config["bundle"])), cache_dir, timeout, depth + 1)
-    files, sizes = config.get("files"), config.get("sizes") or {}
-    if not isinstance(files, dict) or not files:
-        raise BundleError(f"{url}: config.yaml lists no files with sha256")
-    for name in files:
-        _check_file_name(name, url)
+    clock = Deadline(deadline)
+    where, config, config_bytes = _follow_pointers(url, timeout, clock)
+    return _download_files(where, config, config_bytes, cache_dir, timeout, clock)
+
+
+def _download_files(url: str, config: dict, config_bytes: bytes, cache_dir, timeout: float, deadline: "Deadline") -> Path:
+    """Download the files of the bundle config ``config`` (fetched from ``url``) into the cache."""
+    files, sizes = _listed_files(config, url), config.get("sizes") or {}
+    _check_named_files(config, url)  # before anything is fetched
     if not isinstance(sizes, dict) or not all(isinstance(v, int) and v >= 0 for v in sizes.values()):
         raise BundleError(f"{url}: config.yaml's sizes must map file names to byte counts")
-    if sum(sizes.get(name, 0) for name in files) > MAX_DOWNLOAD_BYTES:
+    declared = sum(sizes.get(name, 0) for name in files)
+    if declared > MAX_DOWNLOAD_BYTES:
         raise BundleError(f"{url}: the bundle declares more than {MAX_DOWNLOAD_BYTES} bytes; refusing it "
                           "(IMAGE_TAGS_MAX_DOWNLOAD raises the limit)")
+    deadline.expect(declared)
     folder = Path(cache_dir or default_cache_dir()) / hashlib.sha256(config_bytes).hexdigest()[:24]  # see cached_bundles
     folder.mkdir(parents=True, exist_ok=True)
     budget = MAX_DOWNLOAD_BYTES
@@ -293,8 +389,9 @@ def download_bundle(url: str, cache_dir: str | Path | None = None, timeout: floa
         target = folder / name
         if target.is_file() and sha256_of(target) == digest:
             continue
-        budget -= download_verified(_child_url(url, name), target, str(digest), timeout, min(budget, sizes.get(name, budget)))
-    _atomic_write(folder / CONFIG_FILE, config_bytes)
+        budget -= _download_verified(_child_url(url, name), target, str(digest), timeout,
+                                     min(budget, sizes.get(name, budget)), deadline)
+    atomic_write(folder / CONFIG_FILE, config_bytes)
     return folder
 
 
@@ -326,54 +423,169 @@ def _child_url(url: str, name: str) -> str:
     return child
 
 
-def download_verified(url: str, target: Path, digest: str, timeout: float, limit: int) -> int:
-    """Stream ``url`` into ``target`` (whole or not at all); returns the bytes written."""
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".part-")
-    try:
-        hasher, size = hashlib.sha256(), 0
-        with os.fdopen(handle, "wb") as out, _open_url(url, timeout) as response:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                size += len(chunk)
-                if size > limit:
-                    raise BundleError(f"{url}: larger than the {limit} bytes allowed (config.yaml's size or the "
-                                      "download limit); refusing it")
-                hasher.update(chunk)
-                out.write(chunk)
+class Deadline:
+    """The wall-clock limit of one download. Socket timeouts bound each wait, not the whole:
+    a server that sends a byte now and then would otherwise hold a download for ever.
+
+    ``seconds`` fixes the limit; without it the limit is :data:`DEADLINE_BASE` seconds, plus
+    one second per :data:`MIN_RATE` bytes once the size to come is known (:meth:`expect`).
+    The clock starts when the object is made.
+    """
+
+    def __init__(self, seconds: float | None = None):
+        self.start = time.monotonic()
+        self.fixed = seconds is not None
+        self.seconds = float(seconds) if seconds is not None else DEADLINE_BASE
+
+    def expect(self, nbytes: int) -> None:
+        """Allow a default deadline the time ``nbytes`` more bytes take at :data:`MIN_RATE`."""
+        if not self.fixed:
+            self.seconds = DEADLINE_BASE + nbytes / MIN_RATE
+
+    def left(self, url: str) -> float:
+        """Seconds left; a BundleError (about ``url``) once there are none."""
+        left = self.start + self.seconds - time.monotonic()
+        if left <= 0:
+            raise self.error(url)
+        return left
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.start + self.seconds
+
+    def error(self, url: str) -> BundleError:
+        return BundleError(f"{url}: the download did not finish within its {self.seconds:g} s deadline "
+                           "(a server too slow or stalled); refusing it")
+
+
+def download_verified(url: str, target: Path, digest: str, timeout: float = DEFAULT_TIMEOUT,
+                      limit: int = MAX_DOWNLOAD_BYTES, deadline: float | None = None,
+                      allow_hosts: tuple[str, ...] = ()) -> int:
+    """Stream ``url`` into ``target``, whole or not at all, refused unless its sha256 is ``digest``;
+    returns the bytes written. At most ``limit`` bytes, within ``deadline`` seconds (default:
+    as :class:`Deadline` allows for ``limit`` bytes); redirects as :func:`redirect_refusal`
+    allows, to the request's host or to ``allow_hosts`` over https."""
+    clock = Deadline(deadline)
+    clock.expect(limit)
+    return _download_verified(url, Path(target), digest, timeout, limit, clock, allow_hosts)
+
+
+def _download_verified(url: str, target: Path, digest: str, timeout: float, limit: int, deadline: Deadline,
+                       allow_hosts: tuple[str, ...] = ()) -> int:
+    hasher, size = hashlib.sha256(), 0
+    with atomic_output(target) as out, _open_url(url, timeout, deadline, allow_hosts) as response:
+        for chunk in _chunks(response, url, timeout, deadline):
+            size += len(chunk)
+            if size > limit:
+                raise BundleError(f"{url}: larger than the {limit} bytes allowed (config.yaml's size or the "
+                                  "download limit); refusing it")
+            hasher.update(chunk)
+            out.write(chunk)
         if hasher.hexdigest() != digest:
             raise BundleError(f"{url}: sha256 {hasher.hexdigest()} does not match {digest} from config.yaml; refusing it")
-        os.replace(temporary, target)
-        return size
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    return size
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+def _fetch(url: str, timeout: float, deadline: Deadline, limit: int) -> tuple[bytes, str]:
+    """A small document (a config) and its URL after redirects (what relative names are relative to)."""
+    data = bytearray()
+    with _open_url(url, timeout, deadline) as response:
+        final_url = response.geturl()
+        for chunk in _chunks(response, url, timeout, deadline):
+            data += chunk
+            if len(data) > limit:
+                raise BundleError(f"{url}: larger than {limit} bytes; not a config.yaml")
+    return bytes(data), final_url
 
 
-def _fetch(url: str, timeout: float, limit: int) -> bytes:
-    with _open_url(url, timeout) as response:
-        data = response.read(limit + 1)
-    if len(data) > limit:
-        raise BundleError(f"{url}: larger than {limit} bytes; not a config.yaml")
-    return data
+def redirect_refusal(old: str, new: str, allow_hosts: tuple[str, ...] = ()) -> str | None:
+    """Why a redirect (or a downloaded pointer) from ``old`` to ``new`` is refused, or None.
+
+    Allowed: https on the same host (any port), http to https on the same host (an upgrade),
+    and http to http on the same host (plain http there is what was asked for). Also https to
+    one of ``allow_hosts`` (for a release server whose files live on a CDN, with fixed hashes).
+    Refused: any other scheme (``ftp:``, ``file:``...), any other host, https down to http.
+    """
+    old_parts, new_parts = urllib.parse.urlsplit(old), urllib.parse.urlsplit(new)
+    if new_parts.scheme not in ("http", "https"):
+        return f"only http(s) URLs are downloaded, not {new_parts.scheme or 'a path'}"
+    if new_parts.scheme == "http" and old_parts.scheme != "http":
+        return "it goes from https down to plain http"
+    host, old_host = (new_parts.hostname or "").lower(), (old_parts.hostname or "").lower()
+    if host == old_host:
+        return None
+    if new_parts.scheme == "https" and host in {h.lower() for h in allow_hosts}:
+        return None
+    return f"it leads to another host ({host or 'none'})"
 
 
-def _open_url(url: str, timeout: float):
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follows at most :data:`MAX_REDIRECTS` redirects, each allowed by :func:`redirect_refusal`
+    (urllib alone follows ten, to any host, and to ``ftp:``)."""
+
+    max_redirections = MAX_REDIRECTS + 1  # urllib's own loop check never comes first
+
+    def __init__(self, url: str, allow_hosts: tuple[str, ...] = ()):
+        super().__init__()
+        self.count = 0
+        self.allow_hosts = (urllib.parse.urlsplit(url).hostname or "", *allow_hosts)
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        self.count += 1
+        refusal = redirect_refusal(req.full_url, newurl, self.allow_hosts)
+        if refusal is None and self.count > MAX_REDIRECTS:
+            refusal = f"more than {MAX_REDIRECTS} redirects"
+        if refusal:
+            fp.close()
+            raise BundleError(f"{req.full_url}: refusing the redirect to {newurl}: {refusal}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _open_url(url: str, timeout: float, deadline: Deadline, allow_hosts: tuple[str, ...] = ()):
+    """An http(s) response, through an opener that knows no other scheme and redirects only as allowed."""
     if not is_url(url):
         raise BundleError(f"{url}: only http(s) URLs are downloaded")
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+                    urllib.request.HTTPDefaultErrorHandler(), _Redirects(url, allow_hosts),
+                    urllib.request.HTTPErrorProcessor(), urllib.request.UnknownHandler()):
+        opener.add_handler(handler)
     try:
-        return urllib.request.urlopen(url, timeout=timeout)
-    except OSError as exc:  # URLError, HTTPError and timeouts are all OSErrors
+        return opener.open(url, timeout=min(timeout, deadline.left(url)))
+    except (OSError, http.client.HTTPException) as exc:  # URLError, HTTPError and timeouts are all OSErrors
+        if deadline.passed():  # a wait cut short by the deadline says so
+            raise deadline.error(url) from None
         raise BundleError(f"{url}: download failed ({exc})") from None
+
+
+def _chunks(response, url: str, timeout: float, deadline: Deadline):
+    """The response body as it arrives. ``read1`` returns what one receive brings (``read``
+    would wait for a whole chunk), so the deadline is checked between receives, and each
+    receive waits at most the time left."""
+    # http.client keeps the socket privately; without it each wait still ends within ``timeout``.
+    sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+    while True:
+        left = deadline.left(url)
+        if sock is not None:
+            sock.settimeout(min(timeout, left))
+        try:
+            chunk = response.read1(_CHUNK)
+        except (OSError, http.client.HTTPException) as exc:
+            if deadline.passed():
+                raise deadline.error(url) from None
+            raise BundleError(f"{url}: download failed ({exc!r})") from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def _parse_config(data: bytes, url: str) -> dict:
+    try:
+        config = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        raise BundleError(f"{url}: config is not valid YAML ({exc})") from None
+    if not isinstance(config, dict):
+        raise BundleError(f"{url}: config is not a YAML mapping")
+    return config
 
 
 def _read_yaml(path: Path) -> dict:
@@ -390,6 +602,11 @@ def _check_file_name(name: str, where: str) -> None:
     if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or name == CONFIG_FILE:
         raise BundleError(f"{where}: file name {name!r} is not a plain file name inside the bundle "
                           "(letters, digits, '.', '_' and '-', not starting with '.')")
+
+
+def _has_scheme(location: str) -> bool:
+    """A URL of some scheme (``ftp://``, ``file:``...), as opposed to a path on disk."""
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", location)) or location.startswith("file:")
 
 
 def is_url(location: str) -> bool:

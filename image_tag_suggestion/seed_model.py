@@ -23,6 +23,11 @@ SEED_FILES = {  # the published sha256 of each file
     LABELS_FILE: "9616ab9287d0f1e9883c8036512ba858ab56c9765ef72dfdbac057737737f683",
 }
 MAX_FILE_BYTES = 512 << 20
+#: Each file must arrive within this many seconds (a stalled or trickling server is cut off).
+FILE_DEADLINE = 900.0
+#: Where GitHub's release downloads redirect to (over https): the files' hashes are fixed, so
+#: the release server may hand them over from its file host; no other host is followed.
+SEED_RELEASE_HOSTS = ("objects.githubusercontent.com", "release-assets.githubusercontent.com")
 SEED_FOLDER = "seed-v0.1"
 
 
@@ -43,19 +48,25 @@ def seed_folder(cache_dir: str | Path | None = None) -> Path:
 
 
 def seed_bundle(cache_dir: str | Path | None = None, base_url: str | None = None, files: dict[str, str] = SEED_FILES,
-                timeout: float = 60.0, report: Callable[[str], None] | None = None) -> Path:
-    """The imported seed bundle's folder: imported already, or downloaded, checked and imported now."""
+                timeout: float = 60.0, report: Callable[[str], None] | None = None,
+                deadline: float = FILE_DEADLINE) -> Path:
+    """The imported seed bundle's folder: imported already, or downloaded, checked and imported now.
+
+    Downloads go through ``bundle.download_verified``: sha256 checked, size capped, each file
+    within ``deadline`` seconds, redirects only as ``bundle.redirect_refusal`` allows."""
     folder = seed_folder(cache_dir)
     if (folder / CONFIG_FILE).is_file():
         return folder
     base_url = base_url or os.environ.get("IMAGE_TAGS_SEED_URL") or SEED_RELEASE
+    allow_hosts = SEED_RELEASE_HOSTS if base_url == SEED_RELEASE else ()  # a mirror keeps to its own host
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".seed-") as downloads:
         paths = {}
         for name, digest in files.items():
             paths[name] = Path(downloads) / name
             try:
-                download_verified(base_url.rstrip("/") + "/" + name, paths[name], digest, timeout, MAX_FILE_BYTES)
+                download_verified(base_url.rstrip("/") + "/" + name, paths[name], digest, timeout, MAX_FILE_BYTES,
+                                  deadline=deadline, allow_hosts=allow_hosts)
             except BundleError as exc:
                 raise BundleError(f"the original app's model is not imported and could not be fetched ({exc}); "
                                   f"download {H5_FILE} and {LABELS_FILE} from {SEED_RELEASE} and run: image-tags "

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import os
+import re
 import shutil
+import sys
+import threading
+import time
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,3 +191,274 @@ def test_cache_list_and_clear_touch_only_downloaded_bundles(tiny_bundle, served,
     cleared = subprocess.run([*cli, "clear", "--dir", str(cache)], capture_output=True, text=True, timeout=60)
     assert cleared.returncode == 0 and "removed 1 downloaded bundles" in cleared.stdout
     assert [p.name for p in cache.iterdir()] == ["my notes"]
+
+
+# --- Hostile servers and configs: redirects, deadlines, files a config names -----------------------------
+
+class _TrickyHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files, except the paths in ``server.routes`` (path -> function of the handler);
+    every request's Host header and path are kept in ``server.seen``."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.server.seen.append((self.headers.get("Host", ""), self.path))
+        route = self.server.routes.get(self.path)
+        if route is None:
+            return super().do_GET()
+        try:
+            route(self)
+        except OSError:  # the client gave up (as it should)
+            pass
+
+
+def _redirect(location):
+    def route(handler):
+        handler.send_response(302)
+        handler.send_header("Location", location)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+    return route
+
+
+def _trickle(total=60, every=0.05, stall_after=None):
+    """A body of ``total`` bytes sent one byte every ``every`` seconds (about 3 s in all), or
+    ``stall_after`` bytes and then nothing for 3 s: only an overall deadline stops it early."""
+    def route(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(total))
+        handler.end_headers()
+        handler.wfile.flush()
+        if stall_after is not None:
+            handler.wfile.write(b"x" * stall_after)
+            handler.wfile.flush()
+            time.sleep(3)
+            return
+        for _ in range(total):
+            handler.wfile.write(b"x")
+            handler.wfile.flush()
+            time.sleep(every)
+    return route
+
+
+@pytest.fixture
+def tricky(tmp_path):
+    """A local HTTP server on 127.0.0.1 with programmable redirects and slow answers."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_TrickyHandler, directory=str(root)))
+    server.daemon_threads = True
+    server.routes, server.seen = {}, []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    yield types.SimpleNamespace(root=root, port=port, base=f"http://127.0.0.1:{port}", routes=server.routes,
+                                seen=server.seen)
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_redirect_to_another_host_is_refused(tiny_bundle, tricky, tmp_path):
+    shutil.copytree(tiny_bundle, tricky.root / "tiny")
+    elsewhere = f"http://localhost:{tricky.port}"  # the same server under another host name
+    tricky.routes["/moved/config.yaml"] = _redirect(f"{elsewhere}/tiny/config.yaml")
+    with pytest.raises(BundleError, match="redirect"):
+        download_bundle(f"{tricky.base}/moved/config.yaml", cache_dir=tmp_path / "cache")
+    tricky.routes["/tiny/encoder.tflite"] = _redirect(f"{elsewhere}/tiny/encoder.tflite")  # a file, too
+    with pytest.raises(BundleError, match="redirect"):
+        download_bundle(f"{tricky.base}/tiny/config.yaml", cache_dir=tmp_path / "cache")
+    assert [host for host, _ in tricky.seen if not host.startswith("127.0.0.1")] == []
+
+
+def test_a_redirect_to_ftp_is_refused(tiny_bundle, tricky, tmp_path):
+    tricky.routes["/moved/config.yaml"] = _redirect("ftp://127.0.0.1:1/config.yaml")
+    with pytest.raises(BundleError, match="redirect"):
+        download_bundle(f"{tricky.base}/moved/config.yaml", cache_dir=tmp_path / "cache")
+
+
+def test_at_most_three_redirects_are_followed(tiny_bundle, tricky, tmp_path):
+    shutil.copytree(tiny_bundle, tricky.root / "tiny")
+    tricky.routes["/hop1"] = _redirect("/tiny/config.yaml")
+    for hop in (2, 3, 4):
+        tricky.routes[f"/hop{hop}"] = _redirect(f"{tricky.base}/hop{hop - 1}")
+    assert download_bundle(f"{tricky.base}/hop3", cache_dir=tmp_path / "cache").is_dir()  # 3: fine
+    with pytest.raises(BundleError, match="redirect"):
+        download_bundle(f"{tricky.base}/hop4", cache_dir=tmp_path / "other-cache")
+
+
+def test_redirect_rules():
+    from image_tag_suggestion.bundle import redirect_refusal
+
+    allowed = [("http://a.org/x", "https://a.org/y"), ("https://a.org/x", "https://a.org:8443/y"),
+               ("http://a.org/x", "http://A.org/y"), ("https://mirror.org/x", "https://cdn.org/y")]
+    for old, new in allowed:
+        assert redirect_refusal(old, new, allow_hosts=("cdn.org",)) is None, (old, new)
+    refused = [("https://a.org/x", "http://a.org/y"), ("http://a.org/x", "https://b.org/y"),
+               ("https://a.org/x", "ftp://a.org/y"), ("https://a.org/x", "file:///etc/passwd"),
+               ("http://a.org/x", "http://cdn.org/y")]  # another allowed host: over https only
+    for old, new in refused:
+        assert redirect_refusal(old, new, allow_hosts=("cdn.org",)), (old, new)
+
+
+@pytest.mark.parametrize("what", ["config", "file", "stall"])
+def test_a_download_has_an_overall_deadline(tiny_bundle, tricky, tmp_path, what):
+    """A server that trickles bytes (each socket read succeeds) or stalls is cut off at the deadline."""
+    shutil.copytree(tiny_bundle, tricky.root / "tiny")
+    if what == "config":
+        tricky.routes["/tiny/config.yaml"] = _trickle()
+    elif what == "file":
+        tricky.routes["/tiny/encoder.tflite"] = _trickle()
+    else:
+        tricky.routes["/tiny/encoder.tflite"] = _trickle(stall_after=10)
+    start = time.monotonic()
+    with pytest.raises(BundleError, match="deadline"):
+        download_bundle(f"{tricky.base}/tiny/config.yaml", cache_dir=tmp_path / "cache", timeout=30, deadline=0.5)
+    assert time.monotonic() - start < 2.0
+    assert not list((tmp_path / "cache").rglob("encoder.tflite"))
+
+
+def test_download_verified_has_an_overall_deadline(tricky, tmp_path):
+    from image_tag_suggestion.bundle import download_verified
+
+    tricky.routes["/slow.bin"] = _trickle()
+    start = time.monotonic()
+    with pytest.raises(BundleError, match="deadline"):
+        download_verified(f"{tricky.base}/slow.bin", tmp_path / "slow.bin", "0" * 64, 30, 1000, deadline=0.5)
+    assert time.monotonic() - start < 2.0 and not (tmp_path / "slow.bin").exists()
+
+
+@pytest.fixture
+def opened(monkeypatch):
+    """The paths this process opens from now on (clear it after the setup): Python's opens
+    (audit events) and the models LiteRT loads (it opens them in C++)."""
+    import ai_edge_litert.interpreter as litert
+
+    paths: list[str] = []
+    _OPEN_WATCHERS.append(paths)
+    real = litert.Interpreter
+
+    def interpreter(*args, model_path=None, **kwargs):
+        paths.append(str(model_path))
+        return real(*args, model_path=model_path, **kwargs)
+
+    monkeypatch.setattr(litert, "Interpreter", interpreter)
+    yield paths
+    _OPEN_WATCHERS.remove(paths)
+
+
+_OPEN_WATCHERS: list[list[str]] = []
+
+
+def _audit(event, args):
+    if event == "open" and _OPEN_WATCHERS and isinstance(args[0], (str, bytes, os.PathLike)):
+        for paths in _OPEN_WATCHERS:
+            paths.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)
+
+
+def _named(config, key):
+    section, field = key.split(".")
+    return config.setdefault(section, {}), field
+
+
+@pytest.mark.parametrize("key, name", [
+    ("encoder.tflite", "ABSOLUTE"), ("encoder.tflite", "../outside.tflite"), ("encoder.tflite", "unlisted.tflite"),
+    ("encoder.tflite", "sub/encoder.tflite"), ("faces.detector", "ABSOLUTE"), ("encoder.keras", "../outside.tflite"),
+])
+def test_a_config_may_name_only_listed_files_inside_the_bundle(tiny_bundle, tmp_path, opened, key, name):
+    bundle = copy_bundle(tiny_bundle, tmp_path)
+    outside = tmp_path / "outside.tflite"  # a working model: only the rules stop it
+    shutil.copy(tiny_bundle / "encoder.tflite", outside)
+    shutil.copy(tiny_bundle / "encoder.tflite", bundle / "unlisted.tflite")
+    (bundle / "sub").mkdir()
+    shutil.copy(tiny_bundle / "encoder.tflite", bundle / "sub" / "encoder.tflite")
+    config = yaml.safe_load((bundle / "config.yaml").read_text())
+    section, field = _named(config, key)
+    section[field] = str(outside) if name == "ABSOLUTE" else name
+    (bundle / "config.yaml").write_text(yaml.safe_dump(config))
+    opened.clear()  # what the setup opened
+    with pytest.raises(BundleError, match=re.escape(f"{key} names")):
+        ImagePredictor.init_from_config_path(bundle)
+    with pytest.raises(BundleError, match=re.escape(f"{key} names")):
+        load_bundle(bundle)
+    assert not [p for p in opened if Path(p).name in ("outside.tflite", "unlisted.tflite") or "sub" in Path(p).parts]
+
+
+@pytest.mark.parametrize("case", ["unlisted bias", "unlisted labels"])
+def test_label_files_must_be_listed_with_their_hash(tiny_bundle, tmp_path, opened, case):
+    bundle = copy_bundle(tiny_bundle, tmp_path)
+    config = yaml.safe_load((bundle / "config.yaml").read_text())
+    if case == "unlisted bias":  # LabelTable.load reads label_bias.npy whenever it is there
+        np.save(bundle / "label_bias.npy", np.full(5, 100.0, dtype=np.float32))
+        name = "label_bias.npy"
+    else:
+        del config["files"]["labels.json"]
+        (bundle / "config.yaml").write_text(yaml.safe_dump(config))
+        name = "labels.json"
+    opened.clear()  # what the setup opened
+    with pytest.raises(BundleError, match=re.escape(name)):
+        LabelPredictor.init_from_config_path(bundle)
+    assert not [p for p in opened if Path(p).name == name]
+
+
+def test_a_downloaded_config_may_name_only_listed_files(tiny_bundle, tricky, tmp_path):
+    shutil.copytree(tiny_bundle, tricky.root / "tiny")
+    config = yaml.safe_load((tricky.root / "tiny" / "config.yaml").read_text())
+    config["encoder"]["tflite"] = str(tmp_path / "outside.tflite")
+    (tricky.root / "tiny" / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(BundleError, match="encoder.tflite names"):
+        download_bundle(f"{tricky.base}/tiny/config.yaml", cache_dir=tmp_path / "cache")
+    assert [path for _, path in tricky.seen] == ["/tiny/config.yaml"]  # refused before any file was fetched
+
+
+def test_pointers_follow_one_set_of_rules(tiny_bundle, tricky, tmp_path):
+    """On disk a pointer may name a folder (relative to it) or a URL; a downloaded pointer only
+    a URL on the same host, as a redirect."""
+    shutil.copytree(tiny_bundle, tricky.root / "tiny")
+    local = tmp_path / "pointer.yaml"
+    local.write_text(f"bundle: {tricky.base}/tiny/config.yaml\n")
+    assert load_bundle(local, cache_dir=tmp_path / "cache").name == "tiny"
+    (tricky.root / "relative.yaml").write_text("bundle: tiny/config.yaml\n")
+    assert load_bundle(f"{tricky.base}/relative.yaml", cache_dir=tmp_path / "cache").name == "tiny"
+    (tricky.root / "away.yaml").write_text(f"bundle: http://localhost:{tricky.port}/tiny/config.yaml\n")
+    with pytest.raises(BundleError, match="another host"):
+        load_bundle(f"{tricky.base}/away.yaml", cache_dir=tmp_path / "cache")
+    assert [host for host, _ in tricky.seen if not host.startswith("127.0.0.1")] == []
+
+
+def test_write_config_writes_through_atomic_write(tiny_bundle, tmp_path, monkeypatch):
+    import image_tag_suggestion.bundle as bundle_module
+    from image_tag_suggestion.bundle import write_config
+
+    bundle = copy_bundle(tiny_bundle, tmp_path)
+    before = (bundle / "config.yaml").read_bytes()
+    config = yaml.safe_load(before)
+
+    def failing(path, data, mode=None):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(bundle_module, "atomic_write", failing)
+    with pytest.raises(OSError, match="disk full"):
+        write_config(bundle, {**config, "name": "renamed"})
+    assert (bundle / "config.yaml").read_bytes() == before
+
+
+def test_the_seed_download_is_hardened_too(tricky, tmp_path):
+    """``--model seed`` fetches through download_verified: same redirect rules, a deadline."""
+    from image_tag_suggestion.seed_model import seed_bundle
+
+    (tricky.root / "labels.json").write_text("{}")
+    files = {"labels.json": "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}
+    tricky.routes["/moved/labels.json"] = _redirect(f"http://localhost:{tricky.port}/labels.json")
+    with pytest.raises(BundleError, match="redirect"):
+        seed_bundle(tmp_path / "cache", base_url=f"{tricky.base}/moved", files=files)
+    tricky.routes["/slow/labels.json"] = _trickle()
+    start = time.monotonic()
+    with pytest.raises(BundleError, match="deadline"):
+        seed_bundle(tmp_path / "cache", base_url=f"{tricky.base}/slow", files=files, deadline=0.5)
+    assert time.monotonic() - start < 2.0
+    assert [host for host, _ in tricky.seen if not host.startswith("127.0.0.1")] == []
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
