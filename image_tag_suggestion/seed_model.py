@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from .bundle import CONFIG_FILE, DEFAULT_CONFIG, BundleError, default_cache_dir, download_verified
+from .files import OutputFolderError
 
 SEED_RELEASE = "https://github.com/CVxTz/FastImageClassification/releases/download/v0.1/"
 H5_FILE, LABELS_FILE = "image_representation.h5", "labels.json"
@@ -76,14 +77,17 @@ def seed_bundle(cache_dir: str | Path | None = None, base_url: str | None = None
         return import_files(paths[H5_FILE], paths[LABELS_FILE], folder)
 
 
-def import_files(h5_path: str | Path, labels_path: str | Path, out: str | Path) -> Path:
-    """Import the two files into a bundle at ``out`` (needs TensorFlow and h5py)."""
+def import_files(h5_path: str | Path, labels_path: str | Path, out: str | Path, force: bool = False) -> Path:
+    """Import the two files into a bundle at ``out`` (needs TensorFlow and h5py); ``force``: see
+    ``files.py`` (a folder holding other files is written into, never emptied)."""
     try:
         from .conversion.seed_import import SeedImportError, import_seed
     except ImportError as exc:
         raise BundleError(f"importing the original app's model needs TensorFlow and h5py ({exc}): "
                           "pip install 'image-tag-suggestion[build]'") from None
     try:
-        return import_seed(h5_path, labels_path, out)
+        return import_seed(h5_path, labels_path, out, force)
+    except OutputFolderError as exc:
+        raise BundleError(str(exc)) from None
     except SeedImportError as exc:
         raise BundleError(f"cannot import the original app's model: {exc}") from None
