@@ -17,11 +17,13 @@ RUN useradd --create-home --uid 10001 app
 WORKDIR /app
 COPY requirements.txt pyproject.toml README.md ./
 COPY image_tag_suggestion ./image_tag_suggestion
-RUN pip install -r requirements.txt
+# The api extra: `image-tags serve` (docs/api.md); its packages come with Streamlit already.
+RUN pip install -r requirements.txt '.[api]'
 
 USER app
 EXPOSE 8501
+# Healthy when whichever command runs answers on $PORT: the app or the API (image-tags serve).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/_stcore/health' % os.environ.get('PORT', '8501'), timeout=4)"]
+    CMD ["python", "-m", "image_tag_suggestion.healthcheck"]
 ENTRYPOINT ["image-tags"]
 CMD ["app"]

@@ -140,13 +140,39 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--port", type=_positive, default=None)
     app.add_argument("--address", default=None, help="address to bind (default 0.0.0.0 when $PORT is set, else localhost)")
 
+    serve = commands.add_parser("serve", help="answer tag requests over HTTP: our JSON, Rekognition's DetectLabels and "
+                                              "Google Vision's LABEL_DETECTION (needs the api extra; docs/api.md)")
+    serve.set_defaults(run=_serve)
+    serve.add_argument("--model", action="append", default=None, help="as for tag (repeatable); loaded once at start")
+    serve.add_argument("--host", default=None, help="address to bind (default 0.0.0.0 with keys; without keys "
+                                                    "127.0.0.1, the only address allowed then)")
+    serve.add_argument("--port", type=_positive, default=None, help="port (default $PORT, else 8080)")
+    serve.add_argument("--api-keys", default=None, metavar="FILE", help="API keys, one a line (also $IMAGE_TAGS_API_KEYS, "
+                                                                        "comma separated)")
+    serve.add_argument("--aws-credentials", default=None, metavar="FILE",
+                       help="ACCESS_KEY_ID:SECRET pairs, one a line, for SigV4 (also $IMAGE_TAGS_AWS_CREDENTIALS)")
+    serve.add_argument("--pool", type=_positive, default=None,
+                       help="predictors working at once (default: the cores; 1 per replica with --engine ray)")
+    serve.add_argument("--queue", type=int, default=None, help="requests that may wait for the pool (default 4 per "
+                                                               "predictor); more are answered 503 with Retry-After")
+    serve.add_argument("--max-body", type=_positive, default=10_000_000, help="bytes per request (default 10 MB)")
+    serve.add_argument("--max-pixels", type=_positive, default=None, help="refuse images with more pixels than this")
+    serve.add_argument("--deadline", type=float, default=30.0, help="seconds a request may take (default 30)")
+    serve.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="ray: the same app in --replicas Ray Serve replicas (RAY_ADDRESS for a cluster)")
+    serve.add_argument("--replicas", type=_positive, default=2, help="replicas with --engine ray (default 2)")
+    serve.add_argument("--test-delay", type=float, default=0.0,
+                       help="for tests only: each job sleeps this many seconds first, to fill the queue on purpose")
+
     seed = commands.add_parser("import-seed", help="turn the original app's image_representation.h5 and labels.json "
                                                    "into a bundle (what --model seed uses)")
     seed.set_defaults(run=_import_seed)
     seed.add_argument("--h5", required=True, help="the original app's image_representation.h5")
     seed.add_argument("--labels", required=True, help="the original app's labels.json")
     seed.add_argument("--out", default=None, help="bundle folder to write (default: where --model seed looks, in "
-                                                  "the cache)")
+                                                  "the cache); new, empty, or a bundle to replace")
+    seed.add_argument("--force", action="store_true", help="write into a folder that holds other files too "
+                                                           "(they stay; only an old bundle's own files go)")
 
     cache = commands.add_parser("cache", help="the downloaded bundles: list them, or clear them")
     cache.set_defaults(run=_cache)
@@ -231,7 +257,7 @@ def _import_seed(args) -> int:
     from .seed_model import import_files, seed_folder
 
     try:
-        out = import_files(args.h5, args.labels, args.out or seed_folder())
+        out = import_files(args.h5, args.labels, args.out or seed_folder(), force=args.force)
     except BundleError as exc:
         print(f"image-tags: {exc}", file=sys.stderr)
         return 2
@@ -389,6 +415,36 @@ def _app(args) -> int:
                "--client.toolbarMode", "viewer", "--client.showErrorDetails", "none"]
     os.execv(sys.executable, command)
     return 0  # not reached
+
+
+def _serve(args) -> int:
+    """Build the server's settings from the flags and run it (api/server.py)."""
+    try:
+        from .api import Settings
+        from .api.auth import Credentials
+        from .bundle import BundleError
+        from .api.server import run
+        from .images import DEFAULT_MAX_PIXELS
+    except ImportError as exc:
+        print(f"image-tags: serve needs the api extra ({exc}): pip install 'image_tag_suggestion[api]'", file=sys.stderr)
+        return 2
+    try:
+        credentials = Credentials.load(args.api_keys, args.aws_credentials)
+    except (OSError, ValueError) as exc:
+        print(f"image-tags: {exc}", file=sys.stderr)
+        return 2
+    if (args.queue is not None and args.queue < 0) or args.deadline <= 0:
+        print("image-tags: --queue must be 0 or more and --deadline more than 0", file=sys.stderr)
+        return 2
+    pool = args.pool or (1 if args.engine == "ray" else None)
+    settings = Settings(models=args.model or ["default"], queue=args.queue, max_body=args.max_body,
+                        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, deadline=args.deadline,
+                        credentials=credentials, test_delay=args.test_delay, **({"pool": pool} if pool else {}))
+    try:
+        return run(settings, args.host, args.port, _say, engine=args.engine, replicas=args.replicas)
+    except BundleError as exc:
+        print(f"image-tags: {exc}", file=sys.stderr)
+        return 2
 
 
 def _tag(args) -> int:

@@ -2,6 +2,7 @@
 # Build the Dockerfile for real and run what it makes: the CLI in a container without a
 # network tags a mounted photo; the app container answers its health check, turns healthy
 # and runs as a non-root user. Needs root, Debian's docker.io and debootstrap.
+# The API container (`image-tags serve`, with a key) tags a posted photo and refuses one without the key.
 #
 #   bash scripts/docker_check.sh PHOTO.jpg
 #
@@ -20,8 +21,10 @@ base="image-tags-standin/python:3.11-slim-bookworm-$(sha256sum requirements.txt 
 image="image-tags:check"
 work=$(mktemp -d)
 app=""
+api=""
 cleanup() {
   [ -n "$app" ] && docker rm -f "$app" >/dev/null 2>&1 || true
+  [ -n "$api" ] && docker rm -f "$api" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -83,4 +86,18 @@ echo "container: $status"
 user=$(docker exec "$app" id -u)
 echo "user id: $user"
 [ "$user" != 0 ]
+
+echo "the API container (image-tags serve, with a key)"
+api_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+api=$(docker run -d --network host -e IMAGE_TAGS_API_KEYS=check-key "$image" serve --port "$api_port")
+for _ in $(seq 60); do
+  curl -fsS "http://127.0.0.1:$api_port/healthz" >/dev/null 2>&1 && break
+  sleep 1
+done
+curl -fsS -H "Authorization: Bearer check-key" --data-binary "@$photo" "http://127.0.0.1:$api_port/v1/tags" \
+  | tee "$work/api.json"; echo
+grep -q '"label":"dog"' "$work/api.json"
+refused=$(curl -s -o /dev/null -w '%{http_code}' --data-binary "@$photo" "http://127.0.0.1:$api_port/v1/tags")
+echo "api without a key: $refused"
+[ "$refused" = 401 ]
 echo "docker check passed"

