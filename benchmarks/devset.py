@@ -22,12 +22,14 @@ known (``great_snowy_owl.n.01``; ``imagenet:N`` for foolbox's ImageNet photos), 
 itself, so a robin's entry tag is "bird" and a giraffe's is "giraffe"; given where WordNet
 files the truth elsewhere, as an iris under "iridaceous plant" rather than "flower"), and ``people``:
 blank, ``person`` (one or two people, not a portrait), ``portrait`` (one prominent face) or
-``group`` (three people or more).
+``group`` (three people or more), and ``scene``: what else the photo clearly shows, in the
+scene vocabulary (``image_tag_suggestion/conversion/scene_tags.yaml``: sky, tree, grass,
+water, building...; blank for things cut out on white), so that scene tags are judged too.
 
-A shown tag is *right* when it names the truth or the entry tag, something broader than
-either ("bird", "animal") or something finer than the truth (a breed of a photo known only as "dog"); the finer case
-cannot be checked, so precision figures are upper bounds there and lower bounds where a
-photo shows more than its labels say (a dog on a beach labelled "dog").
+A shown tag is *right* when it names the truth, a scene word or the entry tag, something
+broader than either ("bird", "animal") or something finer than the truth (a breed of a photo
+known only as "dog"); the finer case cannot be checked, so precision figures are upper bounds
+there and lower bounds where a photo shows more than its labels say.
 
 The split is fixed by a hash of each photo's key: about 40% is held out and never tuned on.
 The build writes the photos and ``manifest.jsonl`` (one photo a line, with its names spelled
@@ -43,7 +45,7 @@ import importlib.util
 import io
 import json
 import tarfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from image_tag_suggestion.conversion.qt_resources import read_qt_resources
@@ -96,6 +98,7 @@ class Photo:
     synonyms: list[str]
     finer: list[str]
     broader: list[str]
+    scene: list[str] = field(default_factory=list)  # WordNet ids of the scene words (and their parents)
 
 
 def split_of(key: str) -> str:
@@ -167,6 +170,9 @@ def label(rows: list[dict], vocabulary: Vocabulary) -> list[Photo]:
     """The table's rows as :class:`Photo` records (file names filled in by the build)."""
     from image_tag_suggestion.conversion.wordnet import descendants
 
+    from image_tag_suggestion.conversion.scene_tags import read_vocabulary, targets
+
+    scene_words = read_vocabulary()
     photos = []
     for row in rows:
         try:
@@ -186,9 +192,20 @@ def label(rows: list[dict], vocabulary: Vocabulary) -> list[Photo]:
             people=row["people"],
             truth_names=[vocabulary.synsets[t].common_name for t in truth],
             entry_names=[vocabulary.synsets[e].common_name for e in entry],
-            synonyms=synonyms, finer=finer[:60], broader=broader,
+            synonyms=synonyms, finer=finer[:60], broader=broader, scene=scene_truth(row, scene_words, targets),
         ))
     return photos
+
+
+def scene_truth(row: dict, scene_words, targets) -> list[str]:
+    """The ids of what else the photo clearly shows (the ``scene`` column: sky, tree, grass...,
+    words of the scene vocabulary, with their parents), so that a scene tag can be judged."""
+    words = [w for w in (row.get("scene") or "").split(";") if w]
+    unknown = set(words) - {w.word for w in scene_words}
+    if unknown:
+        raise SystemExit(f"{LABELS_CSV.name}: {row['photo']}: scene words not in the scene vocabulary: {sorted(unknown)}")
+    found = targets([words], scene_words)[0]
+    return [scene_words[i].wnid for i in found.nonzero()[0]]
 
 
 # ---- where the photos come from -------------------------------------------------------

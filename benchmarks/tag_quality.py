@@ -61,7 +61,7 @@ class Judge:
         if offset is None:
             return False
         above = self.vocabulary.ancestors(offset)
-        for known in photo.truth + photo.entry:
+        for known in photo.truth + photo.entry + photo.scene:  # a scene word counts as itself or broader, not finer
             known_offset = int(known[1:])
             if offset == known_offset or offset in self.vocabulary.ancestors(known_offset):
                 return True
@@ -91,8 +91,9 @@ class Figures:
     people_photos: int
 
     def row(self, name: str) -> str:
-        people = (f"{self.person_hit:6.2f} ({self.people_photos:2d})  {self.false_person:6.3f}"
-                  if self.person_hit is not None else "     -          -")
+        hit = f"{self.person_hit:6.2f} ({self.people_photos:2d})" if self.person_hit is not None else "     -     "
+        false = f"{self.false_person:6.3f}" if self.false_person is not None else "     -"
+        people = f"{hit}  {false}"
         return (f"{name:9s} {self.photos:6d} {self.tags_per_photo:7.2f} {self.precision:9.3f} {self.coverage:8.3f} "
                 f"{self.entry_shown:8.3f} {self.hit5:6.3f} {self.precision5:6.3f}   {people}")
 
@@ -160,6 +161,27 @@ def with_every_rule(label_predictor: LabelPredictor) -> tuple[LabelPredictor, li
     return predictor, rules
 
 
+def with_head(label_predictor: LabelPredictor, data: Path) -> LabelPredictor:
+    """A copy of ``label_predictor`` whose table gets a scene head fitted from ``data``
+    (its own head, if any, replaced)."""
+    import copy
+
+    from image_tag_suggestion.conversion.scene_tags import scene_head_table
+    from image_tag_suggestion.labels import LabelTable
+    from image_tag_suggestion.scoring import Scorer
+
+    table = label_predictor.labels
+    plain = LabelTable(class_ids=table.class_ids, class_names=table.class_names, embeddings=table.embeddings,
+                       bias=table.bias, broader_ids=table.broader_ids, broader_names=table.broader_names,
+                       broader_members=table.broader_members, class_synonyms=table.class_synonyms,
+                       broader_synonyms=table.broader_synonyms, people=table.people)
+    fitted, report = scene_head_table(plain, data)
+    print(f"scene head: {report}")
+    predictor = copy.copy(label_predictor)
+    predictor.labels, predictor.scorer = fitted, Scorer(fitted, label_predictor.scorer.rule)
+    return predictor
+
+
 def rule_effects(photos, embeddings, parts, label_predictor, min_score, judge) -> list[str]:
     """One line per rule: shown / right on each part, and precision and coverage without -> with it."""
     predictor, rules = with_every_rule(label_predictor)
@@ -208,12 +230,16 @@ def main() -> None:
     parser.add_argument("--curve", type=Path, default=None, help="write the precision-coverage curve to this PNG")
     parser.add_argument("--show", type=int, default=0, help="print the shown tags of this many held-out photos")
     parser.add_argument("--rules", action="store_true", help="print each everyday-tag rule's effect")
+    parser.add_argument("--head", type=Path, default=None,
+                        help="fit a scene head from this data file (scene_head_data.py) instead of the bundle's")
     args = parser.parse_args()
 
     photos = devset.load(args.devset)
     judge = Judge(devset.Vocabulary())
     bundle = load_bundle(args.model)
     image_predictor, label_predictor = ImagePredictor(bundle), LabelPredictor(bundle)
+    if args.head:
+        label_predictor = with_head(label_predictor, args.head)
     start = time.perf_counter()
     embeddings = embed(photos, args.devset, image_predictor)
     seconds = time.perf_counter() - start
