@@ -1,6 +1,15 @@
 """Serving benchmark: prints figures, asserts nothing. Run on an idle machine:
 
     .venv/bin/python benchmarks/bench_serving.py [--photos 200]
+    .venv/bin/python benchmarks/bench_serving.py --against HEAD --against ac834ff [--photos 354] [--folder DIR]
+
+``--against REF`` (repeatable) compares this working tree with git refs instead: each ref is
+checked out into a temporary worktree (``git worktree add``, removed at the end) and the
+versions run alternately, one fresh process each, over the same folder (the 1024x768 photos
+below, or ``--folder``): medians and ratios of the CLI's wall time, CPU per photo and peak
+RSS (``image-tags tag FOLDER``), its cold start on one photo, the app's way (20 uploads of
+12-MP photos through ``tag_files`` in one process, peak RSS), and the warm 12-MP latency of
+each version against the seed's way, measured in the same run.
 
 Measured side by side in one run:
 - warm latency, one 12-MP JPEG in, top-20 tags out: our path vs the seed's way
@@ -37,7 +46,7 @@ from PIL import Image
 from image_tag_suggestion import DEFAULT_CONFIG, ImagePredictor, LabelPredictor
 from image_tag_suggestion.labels import LabelTable
 from image_tag_suggestion.scoring import Scorer, ScoringRule
-from image_tag_suggestion.tagging import tag_files
+from image_tag_suggestion.tagging import find_images, tag_files
 
 
 def source_photos() -> list[Path]:
@@ -99,31 +108,39 @@ def seed_way(photo: Path, n_labels: int = 20_000):
     return run
 
 
-def cli_run(args: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (kB) of one CLI process."""
+def child_run(command: list[str], cwd: Path | None = None) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (kB) of one process, run from
+    ``cwd`` (a version's root: ``python -m`` and ``-c`` import the package from there)."""
     code = (
         "import resource,subprocess,sys,time;t=time.perf_counter();"
         "r=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL);"
-        "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)"
+        "u=resource.getrusage(resource.RUSAGE_CHILDREN);"
+        "print(time.perf_counter()-t, u.ru_utime+u.ru_stime, u.ru_maxrss, r.returncode)"
     )
-    cli = [sys.executable, "-m", "image_tag_suggestion.cli"]
-    out = subprocess.run([sys.executable, "-c", code, *cli, *args], capture_output=True, text=True, check=True).stdout.split()
-    if out[2] != "0":
-        raise SystemExit(f"CLI failed: {' '.join(args)}")
-    return float(out[0]), int(out[1])
+    out = subprocess.run([sys.executable, "-c", code, *command], capture_output=True, text=True, check=True,
+                         cwd=cwd).stdout.split()
+    if out[3] != "0":
+        raise SystemExit(f"failed ({cwd or '.'}): {' '.join(command)}")
+    return float(out[0]), float(out[1]), int(out[2])
+
+
+def cli_run(args: list[str], cwd: Path | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (kB) of one CLI process."""
+    wall, _, rss = child_run([sys.executable, "-m", "image_tag_suggestion.cli", *args], cwd)
+    return wall, rss
 
 
 def people_cost(image_predictor: ImagePredictor, folder: list[Path], repeat: int) -> None:
     """What the people tags add to each photo: letterbox + detector, and a folder with and without them."""
-    from image_tag_suggestion.faces import letterbox
+    from image_tag_suggestion.faces import letterbox_uint8
 
     pixels = [image_predictor.load(p) for p in folder[:32]]
     detector = image_predictor.face_detector
-    boxed = [letterbox(p) for p in pixels]
-    letterbox_s = timed(lambda: [letterbox(p) for p in pixels], max(3, repeat // 3)) / len(pixels)
-    detect_s = timed(lambda: [detector.detect_prepared(*b) for b in boxed], max(3, repeat // 3)) / len(pixels)
+    boxed = [letterbox_uint8(p) for p in pixels]
+    letterbox_s = timed(lambda: [letterbox_uint8(p) for p in pixels], max(3, repeat // 3)) / len(pixels)
+    detect_s = timed(lambda: detector.detect_batch(boxed), max(3, repeat // 3)) / len(pixels)
     print(f"\npeople tags, per photo: letterbox {letterbox_s * 1e3:.2f} ms (done in the decode threads), "
-          f"face detector {detect_s * 1e3:.2f} ms")
+          f"face detector {detect_s * 1e3:.2f} ms (batches of {detector.batch_size})")
 
     def decode_and_embed():  # one thread, so the two runs compare the same work
         return image_predictor.predict_from_arrays([image_predictor.load(str(p)) for p in folder])
@@ -181,18 +198,131 @@ def model_figures(location: str, big: Path, folder: list[Path], seed_s: float | 
     print(f"peak RSS, image-tags tag over the folder: {rss_kb / 1024:.0f} MB ({len(folder) / wall:.1f} images/s incl. start-up)")
 
 
+# Run inside each version's process (its own package, imported from its root): the warm
+# 12-MP latency, median of argv[2] calls after one warm-up, in milliseconds.
+LATENCY_CODE = """
+import statistics, sys, time
+from image_tag_suggestion import ImagePredictor, LabelPredictor
+ip, lp = ImagePredictor.init_from_config_path(), LabelPredictor.init_from_config_path()
+def ours():
+    embedding, _ = ip.predict_from_file(sys.argv[1])
+    return lp.predict_from_array(embedding, top_k=20)
+ours()
+samples = []
+for _ in range(int(sys.argv[2])):
+    t = time.perf_counter(); ours(); samples.append(time.perf_counter() - t)
+print(statistics.median(samples) * 1e3)
+"""
+
+# The app's way in one process: the model loaded and warmed up once, then uploads (bytes)
+# tagged one at a time with a preview kept, as image_tag_suggestion/main.py does.
+APP_CODE = """
+import sys
+import numpy as np
+from image_tag_suggestion import ImagePredictor, LabelPredictor
+from image_tag_suggestion.tagging import tag_files
+ip, lp = ImagePredictor.init_from_config_path(max_pixels=40_000_000), LabelPredictor.init_from_config_path()
+ip.predict_from_array(np.zeros((64, 64, 3), np.uint8))
+kept = []
+for path in sys.argv[1:]:
+    result = next(tag_files([open(path, "rb").read()], ip, lp, top_k=1, keep_pixels_min_size=512))
+    assert result.ok, result.error
+    kept.append(result.embedding)
+"""
+
+
+def worktree(ref: str, parent: Path) -> Path:
+    root = Path(__file__).resolve().parents[1]
+    where = parent / ("ref-" + "".join(c if c.isalnum() else "_" for c in ref))
+    subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(where), ref], check=True,
+                   capture_output=True)
+    return where
+
+
+def against(refs: list[str], folder: Path, big: Path, uploads: list[Path], rounds: int, repeat: int,
+            seed=None) -> None:
+    """This working tree against git refs, alternating, one fresh process per run; ``seed``
+    times the seed's way, in this process, before and after the rounds (median of both)."""
+    root = Path(__file__).resolve().parents[1]
+    parent = Path(tempfile.mkdtemp(prefix="bench-refs-"))
+    versions = {"this tree": root}
+    try:
+        for ref in refs:
+            versions[ref] = worktree(ref, parent)
+        photos = len(find_images([folder]))
+        runs: dict[str, dict[str, list[float]]] = {name: {} for name in versions}
+        seed_runs = [seed()] if seed else []
+        names = list(versions)
+        for round_ in range(rounds):
+            for name in names if round_ % 2 == 0 else names[::-1]:
+                where, record = versions[name], runs[name]
+                wall, cpu, rss = child_run([sys.executable, "-m", "image_tag_suggestion.cli", "tag", str(folder), "-q",
+                                            "--format", "jsonl", "--min-score", "0"], where)
+                record.setdefault("wall", []).append(wall)
+                record.setdefault("cpu", []).append(cpu / photos * 1e3)
+                record.setdefault("rss", []).append(rss / 1024)
+                record.setdefault("cold", []).append(child_run(
+                    [sys.executable, "-m", "image_tag_suggestion.cli", "tag", str(big), "-q"], where)[0])
+                record.setdefault("app", []).append(
+                    child_run([sys.executable, "-c", APP_CODE, *map(str, uploads)], where)[2] / 1024)
+                record.setdefault("latency", []).append(float(subprocess.run(
+                    [sys.executable, "-c", LATENCY_CODE, str(big), str(repeat)], cwd=where, capture_output=True,
+                    text=True, check=True).stdout.split()[-1]))
+            print(f"round {round_ + 1} of {rounds}: " + ", ".join(
+                f"{name} {runs[name]['wall'][-1]:.2f} s" for name in names), flush=True)
+        seed_runs += [seed()] if seed else []
+        seed_s = statistics.median(seed_runs) if seed_runs else None
+        if seed_s:
+            print(f"the seed's way, 12-MP JPEG: {seed_s * 1000:.1f} ms (before the rounds and after: "
+                  + ", ".join(f"{s * 1e3:.0f}" for s in seed_runs) + ")")
+        rows = [("folder wall time, s", "wall", "{:.2f}"), ("CPU per photo, ms", "cpu", "{:.1f}"),
+                ("photos/s (wall, start-up included)", None, "{:.1f}"), ("peak RSS, CLI on the folder, MB", "rss", "{:.0f}"),
+                ("cold start, tag one 12-MP photo, s", "cold", "{:.2f}"),
+                (f"app's way, peak RSS after {len(uploads)} uploads, MB", "app", "{:.0f}"),
+                ("warm 12-MP latency -> top 20, ms", "latency", "{:.1f}")]
+        median = {name: {key: statistics.median(values) for key, values in record.items()} for name, record in runs.items()}
+        for name in names:
+            median[name]["photos/s"] = photos / median[name]["wall"]
+        print(f"\n{photos} photos in {folder}; {rounds} alternating rounds, medians; ratios: this tree / ref")
+        print("| what | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        for label, key, fmt in rows:
+            key = key or "photos/s"
+            cells = [fmt.format(median[name][key]) for name in names]
+            cells[1:] = [f"{cell} ({median['this tree'][key] / median[name][key]:.2f}x)" for cell, name in
+                         zip(cells[1:], names[1:])]
+            print(f"| {label} | " + " | ".join(cells) + " |")
+        if seed_s:
+            print("| seed's way / warm 12-MP latency | " + " | ".join(
+                f"{seed_s * 1e3 / median[name]['latency']:.1f}x" for name in names) + " |")
+    finally:
+        for name, where in versions.items():
+            if where != root:
+                subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(where)], check=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="serving benchmark (prints figures)")
     parser.add_argument("--photos", type=int, default=200, help="photos in the throughput folder")
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--model", action="append", default=None,
                         help="bundle to measure (repeat for several, side by side; default: the built-in model)")
+    parser.add_argument("--against", action="append", default=None, metavar="REF",
+                        help="compare this tree with a git ref, alternating (repeatable)")
+    parser.add_argument("--folder", type=Path, default=None, help="with --against: photos to tag (default: made)")
+    parser.add_argument("--rounds", type=int, default=5, help="with --against: alternating rounds")
     args = parser.parse_args()
     photos = source_photos()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     big = work / "twelve_mp.jpg"
     Image.open(photos[0]).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC).save(big, quality=92)
-    folder = make_folder(work / "folder", photos, args.photos)
+    folder = args.folder or make_folder(work / "folder", photos, args.photos)
+    if args.against:
+        uploads = make_folder(work / "uploads", photos[1:], 20, size=(4000, 3000))
+        seed = seed_way(big)
+        against(args.against, Path(folder if args.folder else folder[0].parent), big, uploads, args.rounds,
+                args.repeat, seed and (lambda: timed(seed, max(3, args.repeat // 3))))
+        return
     print(f"machine: {os.cpu_count()} cores")
     print(f"photos: 12-MP JPEG {big.stat().st_size / 1e6:.1f} MB; folder of {len(folder)} 1024x768 JPEGs\n")
 

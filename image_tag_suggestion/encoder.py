@@ -3,6 +3,13 @@
 Serving never imports TensorFlow: LiteRT is a 22 MB runtime and its XNNPACK
 kernels are fast on a plain CPU (a MobileNetV2 runs in about 3 ms an image on
 2 threads here, against about 220 ms for an eager Keras call).
+
+Interpreters here are sized once and never resized: :class:`FixedBatch` keeps one
+interpreter for single images and one for batches of ``batch_size``, each allocated on
+first use; a batch that is not full is padded, never resized to (resizing re-plans the
+graph and re-allocates its tensor arena: 40 ms a time, and an arena as large as the
+largest batch ever seen). Inputs are written straight into the interpreter's input
+tensor, so a batch's pixels are converted to float32 once, in place.
 """
 
 from __future__ import annotations
@@ -10,8 +17,12 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+
+#: Images per encoder call in a batch run (a tagging batch with panoramas is several calls).
+DEFAULT_BATCH = 8
 
 
 def default_num_threads() -> int:
@@ -22,47 +33,128 @@ def default_num_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class TfliteEncoder:
-    """Runs a ``.tflite`` model from (N, S, S, 3) float32 images to (N, D) embeddings.
+class FixedBatch:
+    """One ``.tflite`` model run at two fixed batch sizes: 1, and ``batch_size`` (with
+    ``batch_threads`` threads: fewer where decode threads run beside it).
 
-    The interpreter is not thread-safe, so calls are serialised with a lock; a
-    batch of images is one call, which is where the speed comes from.
+    ``run(count, fill)`` runs ``count`` images: ``fill(view, start, stop)`` writes images
+    ``start:stop`` into ``view`` (the input tensor, ``(batch, ...)`` float32, rows past the last image
+    already zero). Returns each output for the ``count`` images, in the model's output order.
+    One image goes through the batch-1 interpreter (no padding for the app or one photo);
+    more go through the ``batch_size`` one in full batches, the last padded with zeros
+    (rows of a batch are computed independently, so padding changes no other row).
+    Thread-safe: runs are serialised.
     """
 
-    def __init__(self, path: str | Path, num_threads: int | None = None):
+    def __init__(self, path: Path, num_threads: int, batch_size: int, batch_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
+        self._make = lambda threads: Interpreter(model_path=str(path), num_threads=threads)
+        self.batch_size = max(1, int(batch_size))
+        self.threads = {self.batch_size: batch_threads or num_threads, 1: num_threads}
+        self._spare = self._make(num_threads)  # loaded now so that a bad file fails early; sized on first use
+        self._details = self._spare.get_input_details(), self._spare.get_output_details()
+        self._interpreters: dict[int, object] = {}  # batch size -> interpreter, allocated once
+        self.allocations = 0  # arenas planned: one per interpreter
+        self.invocations = 0
+        self._lock = threading.Lock()
+
+    def details(self) -> tuple[list[dict], list[dict]]:
+        return self._details
+
+    def _interpreter(self, size: int):
+        interpreter = self._interpreters.get(size)
+        if interpreter is None:
+            spare, self._spare = self._spare, None
+            interpreter = spare if spare is not None and self.threads[size] == self.threads[1] else self._make(self.threads[size])
+            shape = list(self._details[0][0]["shape"])
+            if shape[0] != size:  # before the first allocation: nothing to re-plan yet
+                interpreter.resize_tensor_input(self._details[0][0]["index"], [size, *shape[1:]])
+            interpreter.allocate_tensors()
+            self.allocations += 1
+            self._interpreters[size] = interpreter
+        return interpreter
+
+    def run(self, count: int, fill: Callable[[np.ndarray, int, int], None], outputs: list[int]) -> list[np.ndarray]:
+        size = 1 if count == 1 else self.batch_size
+        results: list[list[np.ndarray]] = [[] for _ in outputs]
+        with self._lock:
+            interpreter = self._interpreter(size)
+            input_index = self._details[0][0]["index"]
+            for start in range(0, count, size):
+                stop = min(start + size, count)
+                view = interpreter.tensor(input_index)()
+                fill(view, start, stop)
+                if stop - start < size:
+                    view[stop - start :] = 0
+                del view  # LiteRT refuses to run while a view of its buffers is alive
+                interpreter.invoke()
+                self.invocations += 1
+                for result, output in zip(results, outputs):
+                    # Outputs are (batch, ...) or, for models that flatten the batch, (1, batch * n, ...).
+                    value = interpreter.get_tensor(output)
+                    rows = value.reshape(size, -1, *value.shape[2:]) if value.shape[0] != size else value
+                    result.append(rows[: stop - start].copy())
+        return [np.concatenate(parts) for parts in results]
+
+
+class TfliteEncoder:
+    """Runs a ``.tflite`` model from (N, S, S, 3) images to (N, D) float32 embeddings.
+
+    The interpreter is not thread-safe, so calls are serialised with a lock; images are
+    run ``batch_size`` at a time (see :class:`FixedBatch`). One image (the app, a photo's
+    latency) runs on ``num_threads`` threads; batches on half as many, since batches come
+    from ``tag_files``, whose decode threads (decoding, cropping, finding faces) keep the
+    other cores busy: on two cores, a single-threaded encoder beside two decode threads
+    tagged a folder in 12% less CPU time and 10% less wall time than a two-threaded one.
+    """
+
+    def __init__(self, path: str | Path, num_threads: int | None = None, batch_size: int = DEFAULT_BATCH):
         self.path = Path(path)
         self.num_threads = num_threads or default_num_threads()
         try:
-            self._interpreter = Interpreter(model_path=str(self.path), num_threads=self.num_threads)
+            self._runner = FixedBatch(self.path, self.num_threads, batch_size, max(1, self.num_threads // 2))
         except (ValueError, RuntimeError) as exc:
             raise ValueError(f"{self.path}: not a usable .tflite model ({exc})") from None
-        inputs = self._interpreter.get_input_details()
-        outputs = self._interpreter.get_output_details()
+        inputs, outputs = self._runner.details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError(f"{self.path}: an encoder needs one input and one output")
-        self._input, self._output = inputs[0]["index"], outputs[0]["index"]
+        self._output = outputs[0]["index"]
         shape = inputs[0]["shape_signature"]
         if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
             raise ValueError(f"{self.path}: input shape {list(shape)} is not (batch, size, size, 3)")
         self.input_size = int(shape[1])
         self.dim = int(outputs[0]["shape_signature"][-1])
-        self._batch = None
-        self._lock = threading.Lock()
+
+    @property
+    def batch_size(self) -> int:
+        return self._runner.batch_size
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """Embed a batch of preprocessed images; returns float32 (N, D)."""
-        images = np.ascontiguousarray(images, dtype=np.float32)
+        """Embed a batch of preprocessed float32 images; returns float32 (N, D)."""
+        images = np.asarray(images)
+        self._check(images)
+
+        def fill(view, start, stop):
+            view[: stop - start] = images[start:stop]
+
+        return self._encode(len(images), fill)
+
+    def encode_crops(self, crops: np.ndarray, normalise: Callable[..., np.ndarray]) -> np.ndarray:
+        """Embed uint8 crops (N, S, S, 3): ``normalise(crops, out=...)`` writes each batch's model
+        input straight into the interpreter (no float32 copy of the batch is ever made)."""
+        self._check(crops)
+
+        def fill(view, start, stop):
+            normalise(crops[start:stop], out=view[: stop - start])
+
+        return self._encode(len(crops), fill)
+
+    def _check(self, images: np.ndarray) -> None:
         if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"expected (N, {self.input_size}, {self.input_size}, 3), got {images.shape}")
-        if len(images) == 0:
+
+    def _encode(self, count: int, fill) -> np.ndarray:
+        if count == 0:
             return np.zeros((0, self.dim), np.float32)
-        with self._lock:
-            if self._batch != len(images):
-                self._interpreter.resize_tensor_input(self._input, list(images.shape))
-                self._interpreter.allocate_tensors()
-                self._batch = len(images)
-            self._interpreter.set_tensor(self._input, images)
-            self._interpreter.invoke()
-            return self._interpreter.get_tensor(self._output).astype(np.float32, copy=True)
+        return self._runner.run(count, fill, [self._output])[0].astype(np.float32, copy=False)

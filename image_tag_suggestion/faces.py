@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .encoder import default_num_threads
+from .encoder import FixedBatch, default_num_threads
 
 INPUT_SIZE = 192
 GRID = 48  # anchors per side: stride 4 over 192 pixels, one anchor per cell
 SIGNALS = ("face_1", "face_2", "face_3", "face_height")
 MIN_CANDIDATE = 0.1  # faces scoring less are never kept (they cannot reach any tag)
 OVERLAP = 0.3  # boxes overlapping more than this (intersection over union) are one face
+DEFAULT_FACE_BATCH = 2  # images per detector call in a batch run: per image, the cheapest here (see README)
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,30 @@ class Face:
 def letterbox(pixels: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     """The image fitted inside 192x192 (aspect kept, padded with black) as float32 in [-1, 1],
     and the share of each side (x, y) the image covers."""
+    canvas, cover = letterbox_uint8(pixels)
+    return to_input(canvas, np.empty(canvas.shape, np.float32)), cover
+
+
+def letterbox_uint8(pixels: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """:func:`letterbox` before the conversion to float: a uint8 canvas, a quarter of the memory
+    (what decode threads hand over; the detector converts a whole batch in place)."""
     height, width = pixels.shape[:2]
     scale = INPUT_SIZE / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     # A box filter: the area average, right for shrinking, and a third cheaper than bilinear here.
-    resized = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BOX), dtype=np.float32)
-    canvas = np.full((INPUT_SIZE, INPUT_SIZE, 3), -1.0, np.float32)
+    resized = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BOX), dtype=np.uint8)
+    canvas = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
     top, left = (INPUT_SIZE - size[1]) // 2, (INPUT_SIZE - size[0]) // 2
-    canvas[top : top + size[1], left : left + size[0]] = resized / 127.5 - 1.0
+    canvas[top : top + size[1], left : left + size[0]] = resized
     return canvas, (size[0] / INPUT_SIZE, size[1] / INPUT_SIZE)
+
+
+def to_input(canvas: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """uint8 letterboxed pixels -> the detector's input, x / 127.5 - 1 in float32, into ``out``
+    (black padding becomes -1)."""
+    np.divide(canvas, np.float32(127.5), out=out)
+    np.subtract(out, np.float32(1.0), out=out)
+    return out
 
 
 def _anchors() -> np.ndarray:
@@ -112,38 +128,86 @@ def signals(faces: list[Face]) -> np.ndarray:
 
 
 class FaceDetector:
-    """BlazeFace full range on LiteRT; thread-safe (calls are serialised, like the encoder)."""
+    """BlazeFace full range on LiteRT; thread-safe.
 
-    def __init__(self, path: str | Path, num_threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
+    Faces are found a batch at a time (:meth:`detect_batch`): ``batch_size`` images per call
+    on an interpreter sized once (the model folds its batch into the anchor axis, which is
+    undone here), a single image through a batch-1 one; see ``encoder.FixedBatch``. Calls
+    made ``concurrent=True`` (decode threads, several at once; and the predictor's own calls)
+    each take a single-threaded runner of their own from a small pool: the detector's small
+    layers gain little from a second thread and cost more CPU with one, while two photos'
+    detections side by side keep both cores busy. Other calls share one runner of
+    ``num_threads`` threads, made on first use.
+    """
 
+    def __init__(self, path: str | Path, num_threads: int | None = None, batch_size: int = DEFAULT_FACE_BATCH):
         self.path = Path(path)
-        try:
-            self._interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads or default_num_threads())
+        self.num_threads = num_threads or default_num_threads()
+        self._batch_size = max(1, int(batch_size))
+        try:  # the first decode thread's runner, made now so that a bad file fails early
+            first = FixedBatch(self.path, 1, self._batch_size)
         except (ValueError, RuntimeError) as exc:
             raise ValueError(f"{self.path}: not a usable .tflite model ({exc})") from None
-        inputs = self._interpreter.get_input_details()
-        outputs = sorted(self._interpreter.get_output_details(), key=lambda o: -int(o["shape"][-1]))
+        inputs, outputs = first.details()
+        outputs = sorted(outputs, key=lambda o: -int(o["shape"][-1]))
         if (len(inputs) != 1 or list(inputs[0]["shape"]) != [1, INPUT_SIZE, INPUT_SIZE, 3] or len(outputs) != 2
                 or list(outputs[0]["shape"]) != [1, GRID * GRID, 16] or list(outputs[1]["shape"]) != [1, GRID * GRID, 1]):
             raise ValueError(f"{self.path}: not a BlazeFace full-range model (192x192 in, 2304 anchors out)")
-        self._input = inputs[0]["index"]
-        self._boxes, self._scores = outputs[0]["index"], outputs[1]["index"]
-        self._allocated = False  # on first use, as the encoder does: loading stays quiet and quick
+        self._outputs = [outputs[0]["index"], outputs[1]["index"]]
+        self.worker_runners: list[FixedBatch] = [first]  # made as decode threads need them, then reused
+        self._idle: list[FixedBatch] = [first]
+        self._runner: FixedBatch | None = None  # the caller's thread's, made on first use
         self._lock = threading.Lock()
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @property
+    def runners(self) -> list[FixedBatch]:
+        return [*([self._runner] if self._runner else []), *self.worker_runners]
 
     def detect(self, pixels: np.ndarray) -> list[Face]:
         """The faces in one upright RGB uint8 image, most confident first."""
-        return self.detect_prepared(*letterbox(pixels))
+        return self.detect_batch([letterbox_uint8(pixels)])[0]
 
     def detect_prepared(self, image: np.ndarray, cover: tuple[float, float]) -> list[Face]:
-        """``detect`` for an image already passed through :func:`letterbox` (done in a worker thread)."""
+        """``detect`` for an image already passed through :func:`letterbox` (float32) or
+        :func:`letterbox_uint8`."""
+        return self.detect_batch([(image, cover)])[0]
+
+    def detect_batch(self, letterboxed: list[tuple[np.ndarray, tuple[float, float]]],
+                     concurrent: bool = False) -> list[list[Face]]:
+        """The faces of each image, given as ``letterbox_uint8`` (or ``letterbox``) outputs."""
+        if not letterboxed:
+            return []
+
+        def fill(view, start, stop):
+            for row, (image, _) in zip(view, letterboxed[start:stop]):
+                if image.dtype == np.uint8:
+                    to_input(image, row)
+                else:
+                    row[...] = image
+
+        if concurrent:
+            runner = self._take()
+            try:
+                raw_boxes, raw_scores = runner.run(len(letterboxed), fill, self._outputs)
+            finally:
+                with self._lock:
+                    self._idle.append(runner)
+        else:
+            with self._lock:
+                if self._runner is None:
+                    self._runner = FixedBatch(self.path, self.num_threads, self._batch_size)
+            raw_boxes, raw_scores = self._runner.run(len(letterboxed), fill, self._outputs)
+        return [decode(boxes, scores, cover) for boxes, scores, (_, cover) in zip(raw_boxes, raw_scores, letterboxed)]
+
+    def _take(self) -> FixedBatch:
         with self._lock:
-            if not self._allocated:
-                self._interpreter.allocate_tensors()
-                self._allocated = True
-            self._interpreter.set_tensor(self._input, image[None])
-            self._interpreter.invoke()
-            raw_boxes = self._interpreter.get_tensor(self._boxes)[0].copy()
-            raw_scores = self._interpreter.get_tensor(self._scores)[0].copy()
-        return decode(raw_boxes, raw_scores, cover)
+            if self._idle:
+                return self._idle.pop()
+        runner = FixedBatch(self.path, 1, self._batch_size)
+        with self._lock:
+            self.worker_runners.append(runner)
+        return runner

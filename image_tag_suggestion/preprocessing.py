@@ -117,11 +117,31 @@ class Preprocessing:
             return np.stack([self.crop(np.ascontiguousarray(pixels[:, s : s + short])) for s in starts])
         return np.stack([self.crop(pixels[s : s + short]) for s in starts])
 
-    def normalise(self, crops: np.ndarray) -> np.ndarray:
-        """uint8 crops (N, S, S, 3) -> float32 model input."""
-        mean = np.asarray(self.mean, dtype=np.float32)
-        scale = 1.0 / np.asarray(self.std, dtype=np.float32)
-        return (crops.astype(np.float32) - mean) * scale
+    def normalise(self, crops: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """uint8 crops (N, S, S, 3) -> float32 model input, ``(x - mean) / std`` per channel,
+        written into ``out`` when given (e.g. the encoder's own input tensor).
+
+        Done as a lookup of the 256 possible values, one pass and no temporaries; the table
+        holds exactly what ``(float32(x) - mean) * (1 / std)`` gives, so the result is too."""
+        if out is None:
+            out = np.empty(crops.shape, np.float32)
+        table = self._table()
+        if table.ndim == 1:  # the same mean and std for every channel: one table
+            np.take(table, crops, out=out)
+        else:
+            for channel in range(3):
+                np.take(table[channel], crops[..., channel], out=out[..., channel])
+        return out
+
+    def _table(self) -> np.ndarray:
+        table = self.__dict__.get("_lookup")
+        if table is None:
+            mean = np.asarray(self.mean, dtype=np.float32)
+            scale = 1.0 / np.asarray(self.std, dtype=np.float32)
+            table = (np.arange(256, dtype=np.float32)[:, None] - mean) * scale  # (256, 3)
+            table = np.ascontiguousarray(table[:, 0] if len(set(self.mean)) == 1 and len(set(self.std)) == 1 else table.T)
+            object.__setattr__(self, "_lookup", table)  # a cache on a frozen dataclass
+        return table
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """One decoded image -> one float32 input of shape (S, S, 3)."""

@@ -1,0 +1,116 @@
+"""Guards on the work and memory of tagging a folder, by counting rather than timing:
+interpreters planned once, faces found in batches, decoded pixels let go of, and the batching
+itself changing no result."""
+
+from __future__ import annotations
+
+import gc
+import math
+import weakref
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from image_tag_suggestion import ImagePredictor, LabelPredictor
+from image_tag_suggestion.tagging import tag_files
+
+PHOTOS = 40
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, all_real_photos) -> list[str]:
+    """40 real photos as 640x480 JPEGs, two of them panoramas (several crops each)."""
+    out = tmp_path_factory.mktemp("budget")
+    files = []
+    for i in range(PHOTOS):
+        size = (1600, 400) if i in (5, 23) else (640, 480)
+        image = Image.open(all_real_photos[i % len(all_real_photos)]).convert("RGB").resize(size)
+        files.append(str(out / f"photo_{i:02d}.jpg"))
+        image.save(files[-1], quality=85)
+    return files
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts AllocateTensors and Invoke per LiteRT interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    allocations: dict[int, int] = {}
+    invocations: dict[int, int] = {}
+    allocate, invoke = Interpreter.allocate_tensors, Interpreter.invoke
+
+    def counting_allocate(self):
+        allocations[id(self)] = allocations.get(id(self), 0) + 1
+        return allocate(self)
+
+    def counting_invoke(self):
+        invocations[id(self)] = invocations.get(id(self), 0) + 1
+        return invoke(self)
+
+    monkeypatch.setattr(Interpreter, "allocate_tensors", counting_allocate)
+    monkeypatch.setattr(Interpreter, "invoke", counting_invoke)
+    return allocations, invocations
+
+
+def test_a_folder_plans_each_interpreter_once_and_finds_faces_in_batches(folder, counted):
+    allocations, invocations = counted
+    image_predictor, label_predictor = ImagePredictor.init_from_config_path(), LabelPredictor.init_from_config_path()
+    detector, encoder = image_predictor.face_detector, image_predictor.encoder
+    results = list(tag_files(folder, image_predictor, label_predictor, batch_size=16, workers=2))
+    assert all(r.ok for r in results) and len(results) == PHOTOS
+
+    assert allocations and all(count == 1 for count in allocations.values()), allocations
+    detector_interpreters = [id(i) for runner in detector.runners for i in runner._interpreters.values()]
+    encoder_interpreters = [id(i) for i in encoder._runner._interpreters.values()]
+    # A folder needs the batch interpreter of each model (never a batch-1 one, never a resize):
+    # one encoder's, and one detector's per decode thread.
+    assert len(encoder_interpreters) == 1 and 1 <= len(detector_interpreters) <= 2
+    assert all(list(runner._interpreters) in ([], [detector.batch_size]) for runner in detector.runners)
+    assert detector.batch_size > 1
+    detector_calls = sum(invocations.get(i, 0) for i in detector_interpreters)
+    assert detector_calls <= math.ceil(PHOTOS / detector.batch_size)  # not one photo at a time
+    crops = PHOTOS + 2 * 3  # each panorama is seen through 4 crops
+    assert sum(invocations.get(i, 0) for i in encoder_interpreters) <= math.ceil(crops / encoder.batch_size) + 2
+    assert set(allocations) <= set(detector_interpreters + encoder_interpreters)
+
+
+def test_decoded_pixels_are_let_go_of_once_a_photo_is_prepared(folder):
+    image_predictor, label_predictor = ImagePredictor.init_from_config_path(), LabelPredictor.init_from_config_path()
+    alive: list[weakref.ref] = []
+    load = image_predictor.load
+
+    def watched_load(source, min_size=None):
+        pixels = load(source, min_size=min_size)
+        alive.append(weakref.ref(pixels))
+        return pixels
+
+    image_predictor.load = watched_load
+    for index, result in enumerate(tag_files(folder, image_predictor, label_predictor, batch_size=8, workers=2)):
+        assert result.ok and result.pixels is None
+        gc.collect()
+        # Only photos being decoded now (a detector batch in each of the 2 threads) hold pixels:
+        # every other photo decoded so far is down to its crops and face signals.
+        assert sum(ref() is not None for ref in alive) <= 2 * image_predictor.face_detector.batch_size, index
+    gc.collect()
+    assert len(alive) == PHOTOS and all(ref() is None for ref in alive)
+
+    # Asked for (the app's preview), the pixels go out with the result and nothing else holds them.
+    alive.clear()
+    for result in tag_files(folder[:6], image_predictor, label_predictor, batch_size=4, keep_pixels_min_size=256):
+        pixels = weakref.ref(result.pixels)
+        del result
+        gc.collect()
+        assert pixels() is None
+
+
+def test_batches_change_no_result(folder):
+    """A photo's embedding is the same alone (batch-1 interpreters) and in a padded batch."""
+    image_predictor = ImagePredictor.init_from_config_path()
+    batch = [image_predictor.prepare(image_predictor.load(f)) for f in folder[:11]]  # 8 + 3 padded
+    together = image_predictor.encode(batch)
+    alone = np.stack([image_predictor.encode([p])[0] for p in batch])
+    np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5)
+    reference = image_predictor.preprocessing
+    crops = np.concatenate([p.crops for p in batch])
+    np.testing.assert_array_equal(reference.normalise(crops), (crops.astype(np.float32) - 127.0) * np.float32(1 / 128))
