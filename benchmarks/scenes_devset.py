@@ -240,6 +240,19 @@ def read_labels(path: Path = LABELS_CSV) -> list[dict]:
     return rows
 
 
+#: Kinds of photo that are also a scene word: a photo the labeller filed as a landscape is one.
+KIND_WORDS = {"landscape": "landscape", "plant": "plant", "city": "city", "interior": "interior", "water": "water",
+              "building": "building"}
+
+
+def words_of(photo: ScenePhoto) -> list[str]:
+    """Everything right to tag on a photo: its tags, its entry word, its kind where that is a
+    scene word, and "person" (or "people" for a group) where people are in it."""
+    people = {"person": ["person"], "portrait": ["person"], "group": ["person", "people"]}.get(photo.people, [])
+    kind = [KIND_WORDS[photo.kind]] if photo.kind in KIND_WORDS else []
+    return sorted(set(photo.tags + [photo.entry] + kind + people))
+
+
 def tags_of(row: dict) -> list[str]:
     return [t for t in row["tags"].split(";") if t]
 

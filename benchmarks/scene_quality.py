@@ -1,0 +1,99 @@
+"""Tag quality on everyday scenes: the scenes dev set judged like the object dev set.
+
+    .venv/bin/python benchmarks/scenes_devset.py          # once: builds the scenes dev set
+    .venv/bin/python benchmarks/scene_quality.py [--model DIR] [--show N]
+
+Each photo's words (``scenes_labels.csv``) become WordNet senses through the scene vocabulary
+(``image_tag_suggestion/conversion/scene_tags.yaml``; a word's parents count too: a beach is
+also a coast and a landscape); the entry word is resolved the same way, or as its first noun
+sense. Then ``tag_quality.py``'s judge decides: a shown tag is right when it names one of those
+senses, something broader, or something finer ("alp" on a mountain). Prints the figures of
+``tag_quality.py`` for the tuning and held-out parts, then the held-out part by kind of photo,
+and the people photos whose faces do not show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import devset  # noqa: E402
+import scenes_devset  # noqa: E402
+import tag_quality  # noqa: E402
+
+from image_tag_suggestion import ImagePredictor, LabelPredictor  # noqa: E402
+from image_tag_suggestion.bundle import DEFAULT_CONFIG, load_bundle  # noqa: E402
+from image_tag_suggestion.conversion.scene_tags import read_vocabulary, targets  # noqa: E402
+
+
+def judged_photos(photos: list[scenes_devset.ScenePhoto], vocabulary: devset.Vocabulary) -> list[devset.Photo]:
+    """The scene photos as the object dev set's records, with WordNet truth."""
+    from image_tag_suggestion.conversion.wordnet import synset_by_key
+
+    words = read_vocabulary()
+    wnid = {w.word: w.wnid for w in words}
+    truth_rows = targets([scenes_devset.words_of(p) for p in photos], words)
+    records = []
+    for photo, row in zip(photos, truth_rows):
+        truth = [words[i].wnid for i in row.nonzero()[0]]
+        try:
+            entry = [wnid.get(photo.entry) or
+                     f"n{synset_by_key(photo.entry.replace(' ', '_') + '.n.01', vocabulary.senses):08d}"]
+        except ValueError:  # a word WordNet lacks ("solar cooker"): the photo's other words stand in
+            entry = truth
+        records.append(devset.Photo(photo=photo.photo, file=photo.file, split=photo.split, truth=truth or entry,
+                                    entry=entry, people=photo.people, truth_names=photo.tags,
+                                    entry_names=[photo.entry], synonyms=[], finer=[], broader=[]))
+    return records
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenes", type=Path, default=scenes_devset.DEFAULT_OUT)
+    parser.add_argument("--model", default=str(DEFAULT_CONFIG))
+    parser.add_argument("--min-score", type=float, default=None)
+    parser.add_argument("--show", type=int, default=0, help="print the shown tags of this many held-out photos")
+    parser.add_argument("--head", type=Path, default=None,
+                        help="fit a scene head from this data file (scene_head_data.py) instead of the bundle's")
+    args = parser.parse_args()
+
+    scene_photos = scenes_devset.load(args.scenes)
+    vocabulary = devset.Vocabulary()
+    photos = judged_photos(scene_photos, vocabulary)
+    judge = tag_quality.Judge(vocabulary)
+    bundle = load_bundle(args.model)
+    image_predictor, label_predictor = ImagePredictor(bundle), LabelPredictor(bundle)
+    if args.head:
+        label_predictor = tag_quality.with_head(label_predictor, args.head)
+    embeddings = tag_quality.embed(photos, args.scenes, image_predictor)
+    min_score = label_predictor.default_min_score if args.min_score is None else args.min_score
+    ranked = label_predictor.predict_batch(embeddings, top_k=tag_quality.TOP_K, min_score=0.0)
+    shown = label_predictor.predict_batch(embeddings, top_k=tag_quality.TOP_K, min_score=min_score)
+
+    def figures(rows: list[int]) -> tag_quality.Figures:
+        return tag_quality.figures([photos[i] for i in rows], [shown[i] for i in rows], [ranked[i] for i in rows], judge)
+
+    print(f"{bundle.name} on {len(photos)} scene photos; cut-off {min_score:g}\n")
+    print(tag_quality.HEADER)
+    parts = {name: [i for i, p in enumerate(photos) if p.split == name] for name in ("tune", "held-out")}
+    for name, rows in parts.items():
+        print(figures(rows).row(name))
+    print("\nheld-out, by kind of photo:")
+    print(tag_quality.HEADER)
+    for kind in scenes_devset.KINDS:
+        rows = [i for i in parts["held-out"] if scene_photos[i].kind == kind]
+        if rows:
+            print(figures(rows).row(kind[:9]))
+    hidden = [i for i in parts["held-out"] + parts["tune"] if scene_photos[i].faces_visible == "no"]
+    if hidden:
+        tagged = sum(any(t.id == tag_quality.PERSON_ID for t in shown[i]) for i in hidden)
+        print(f"\npeople photos whose faces do not show (both parts): {tagged} of {len(hidden)} get person")
+    for i in parts["held-out"][: args.show]:
+        marks = ", ".join(f"{t.label} {t.score:.2f}{'' if judge.right(t.id, photos[i]) else ' (x)'}" for t in shown[i])
+        print(f"{photos[i].photo} [{photos[i].entry_names[0]}: {', '.join(photos[i].truth_names)}]: {marks or '-'}")
+
+
+if __name__ == "__main__":
+    main()
