@@ -155,6 +155,26 @@ def people_cost(image_predictor: ImagePredictor, folder: list[Path], repeat: int
           f"{len(folder) / with_faces:.1f} with it ({with_faces / without:.2f}x the time)")
 
 
+def scene_head_cost(label_predictor, embeddings: np.ndarray, repeat: int) -> None:
+    """What the scene head adds to scoring each photo: the same embeddings ranked with the
+    bundle's table and with that table less its head, alternately."""
+    table = label_predictor.labels
+    if not table.head_ids:
+        return
+    with_head, without = label_predictor.scorer, Scorer(table.without_scene_head(), label_predictor.scorer.rule)
+    times = {"with": [], "without": []}
+    for _ in range(max(3, repeat // 3)):
+        for name, scorer in (("with", with_head), ("without", without)):
+            start = time.perf_counter()
+            scores = scorer.scores(embeddings)
+            for row in scores:
+                scorer.rank(row, top_k=20, min_score=label_predictor.default_min_score)
+            times[name].append((time.perf_counter() - start) / len(embeddings))
+    extra = statistics.median(times["with"]) - statistics.median(times["without"])
+    print(f"scene head ({len(table.head_ids)} tags): scoring and ranking {statistics.median(times['with']) * 1e3:.3f} ms "
+          f"per photo with it, {statistics.median(times['without']) * 1e3:.3f} ms without: +{extra * 1e3:.3f} ms")
+
+
 def decode_floor(big: Path, repeat: int) -> None:
     """How much of a 12-MP photo's latency is decoding, which no model change removes."""
     from image_tag_suggestion.images import load_image
@@ -191,6 +211,7 @@ def model_figures(location: str, big: Path, folder: list[Path], seed_s: float | 
     print(f"end to end over the folder (decode, crop, encode, faces, rank): {len(folder) / folder_s:.1f} images/s")
     if image_predictor.face_detector is not None:
         people_cost(image_predictor, folder, repeat)
+    scene_head_cost(label_predictor, np.stack([r.embedding for r in results]), repeat)
 
     colds = [cli_run(["tag", str(folder[0]), "-q", "--model", location])[0] for _ in range(5)]
     wall, rss_kb = cli_run(["tag", str(folder[0].parent), "-q", "--format", "jsonl", "--model", location])

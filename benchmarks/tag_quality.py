@@ -167,15 +167,9 @@ def with_head(label_predictor: LabelPredictor, data: Path) -> LabelPredictor:
     import copy
 
     from image_tag_suggestion.conversion.scene_tags import scene_head_table
-    from image_tag_suggestion.labels import LabelTable
     from image_tag_suggestion.scoring import Scorer
 
-    table = label_predictor.labels
-    plain = LabelTable(class_ids=table.class_ids, class_names=table.class_names, embeddings=table.embeddings,
-                       bias=table.bias, broader_ids=table.broader_ids, broader_names=table.broader_names,
-                       broader_members=table.broader_members, class_synonyms=table.class_synonyms,
-                       broader_synonyms=table.broader_synonyms, people=table.people)
-    fitted, report = scene_head_table(plain, data)
+    fitted, report = scene_head_table(label_predictor.labels, data)
     print(f"scene head: {report}")
     predictor = copy.copy(label_predictor)
     predictor.labels, predictor.scorer = fitted, Scorer(fitted, label_predictor.scorer.rule)

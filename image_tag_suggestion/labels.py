@@ -18,6 +18,7 @@ shepherd") that search matches too. Arrays are ``.npy`` files (no pickle); names
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ HEAD_WEIGHTS_FILE, HEAD_BIAS_FILE = "scene_head_weights.npy", "scene_head_bias.n
 #: Files a table has only when it needs them (the bundle lists whichever it has).
 OPTIONAL_FILES = (BIAS_FILE, HEAD_WEIGHTS_FILE, HEAD_BIAS_FILE)
 PEOPLE_SIGNALS = ("person", "portrait", "group")
+SCENE_BREADTH = 10  # classes a scene word counts as, for the order of tags (see coverage)
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,10 @@ class LabelTable:
         for column, tag in enumerate(self.people):
             self.people_membership[list(tag.members), column] = 1.0
         # How many classes a tag stands for (a people tag says as much as a class).
+        # A scene word is about as broad as a tag over ten classes ("sky" is not as specific as
+        # "golden retriever"), and broader again for each scene word under it ("landscape").
         self.coverage = np.concatenate([np.ones(self.n_classes), self.membership.sum(axis=0), np.ones(len(self.people)),
-                                        [scene_below[t.id] for t in self.scenes]]).astype(np.float32)
+                                        [SCENE_BREADTH * scene_below[t.id] for t in self.scenes]]).astype(np.float32)
 
     @property
     def n_classes(self) -> int:
@@ -189,6 +193,10 @@ class LabelTable:
                 problems.append("scene head weights contain NaN or infinity")
         if problems:
             raise ValueError("invalid label table: " + "; ".join(problems))
+
+    def without_scene_head(self) -> "LabelTable":
+        """The same table without its scene tags and head (to fit a new head on it)."""
+        return dataclasses.replace(self, scenes=[], head_ids=[], head_weights=None, head_bias=None)
 
     def broader_chain(self, tag_id: str) -> list[str]:
         """Names of the tags above ``tag_id``, widest first (for hierarchical keywords such as

@@ -20,6 +20,7 @@ How the head is fitted, and why:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ class SceneWord:
     name: str
     parent: str  # a word, or ""
     synonyms: tuple[str, ...]
+    scored: bool = True  # False: a word of the labels that the head leaves to the classifier
 
 
 def read_vocabulary(path: Path = VOCABULARY_FILE, wordnet_dir=None) -> list[SceneWord]:
@@ -53,7 +55,7 @@ def read_vocabulary(path: Path = VOCABULARY_FILE, wordnet_dir=None) -> list[Scen
     senses = read_senses(wordnet_dir or DEFAULT_WORDNET_DIR)
     entries = yaml.safe_load(path.read_text(encoding="utf-8"))["tags"]
     words = [SceneWord(e["word"], f"n{synset_by_key(e['key'], senses):08d}", e.get("name", e["word"]),
-                       e.get("parent", ""), tuple(e.get("synonyms", []))) for e in entries]
+                       e.get("parent", ""), tuple(e.get("synonyms", [])), bool(e.get("head", True))) for e in entries]
     known = {w.word for w in words}
     unknown = [w.parent for w in words if w.parent and w.parent not in known]
     if unknown:
@@ -133,13 +135,16 @@ def _log_loss(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.logaddexp(0.0, logits) - y * logits))
 
 
-def fit_head(features: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def fit_head(features: np.ndarray, y: np.ndarray, scored: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Fit the scene head on photos' ``features`` (N, D) and 0/1 targets ``y`` (N, words).
 
     Returns float32 weights (kept, D) and bias (kept,) on the unit-length embedding, the indices
-    of the words kept (enough positives), and a report (penalty, calibration, out-of-fold loss).
+    of the words kept (``scored``, default all, with enough positives), and a report (penalty,
+    calibration, out-of-fold loss).
     """
-    kept = np.flatnonzero(y.sum(axis=0) >= MIN_POSITIVES)
+    scored = np.ones(y.shape[1], bool) if scored is None else np.asarray(scored, bool)
+    kept = np.flatnonzero((y.sum(axis=0) >= MIN_POSITIVES) & scored)
     unit, y = _unit(features), np.asarray(y, np.float64)[:, kept]
     losses = {penalty: _log_loss(_out_of_fold_logits(unit, y, penalty), y) for penalty in PENALTIES}
     penalty = min(losses, key=losses.get)
@@ -170,8 +175,9 @@ def save_data(path: Path, features: np.ndarray, words: list[list[str]], keys: li
 
 def with_scene_head(table: LabelTable, vocabulary: list[SceneWord], weights: np.ndarray, bias: np.ndarray,
                     kept: np.ndarray) -> LabelTable:
-    """``table`` with the scene head: new tags for words it lacks, and a head row per kept word
-    (a word the table already has, such as "person" or "church", is scored by both)."""
+    """``table`` with this scene head (any it had replaced): new tags for the words it lacks, and
+    a head row per kept word (a word the table already has, such as "person", is scored by both)."""
+    table = table.without_scene_head()
     chosen = [vocabulary[i] for i in kept]
     by_word = {w.word: w for w in vocabulary}
     existing = set(table.ids)
@@ -184,17 +190,13 @@ def with_scene_head(table: LabelTable, vocabulary: list[SceneWord], weights: np.
         return by_word[above].wnid if above else ""
 
     scenes = [SceneTag(w.wnid, w.name, parent_id(w), w.synonyms) for w in new]
-    return LabelTable(
-        class_ids=table.class_ids, class_names=table.class_names, embeddings=table.embeddings, bias=table.bias,
-        broader_ids=table.broader_ids, broader_names=table.broader_names, broader_members=table.broader_members,
-        class_synonyms=table.class_synonyms, broader_synonyms=table.broader_synonyms, people=table.people,
-        scenes=scenes, head_ids=[w.wnid for w in chosen], head_weights=weights, head_bias=bias,
-    )
+    return dataclasses.replace(table, scenes=scenes, head_ids=[w.wnid for w in chosen], head_weights=weights,
+                               head_bias=bias)
 
 
 def scene_head_table(table: LabelTable, data_file: Path = DATA_FILE) -> tuple[LabelTable, dict]:
     """The built-in table with its scene head, fitted from the shipped data."""
     vocabulary = read_vocabulary()
     features, words, _ = load_data(data_file)
-    weights, bias, kept, report = fit_head(features, targets(words, vocabulary))
+    weights, bias, kept, report = fit_head(features, targets(words, vocabulary), [w.scored for w in vocabulary])
     return with_scene_head(table, vocabulary, weights, bias, kept), report
