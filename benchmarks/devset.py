@@ -280,19 +280,29 @@ def build(out: Path = DEFAULT_OUT) -> list[Photo]:
         target = out / photo.file
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(photo_bytes(photo.photo, out / ".sources", resources))
+    write_manifest(out, photos)
+    return photos
+
+
+def write_manifest(out: Path, photos: list) -> None:
+    """``manifest.jsonl``: one photo's record a line (any dataclass records)."""
     with open(out / "manifest.jsonl", "w", encoding="utf-8") as handle:
         for photo in photos:
             handle.write(json.dumps(asdict(photo), ensure_ascii=False) + "\n")
-    return photos
+
+
+def read_manifest(folder: Path, record, script: str) -> list:
+    """The records of a built dev set; ``script`` (that builds it) is named when there is none."""
+    manifest = folder / "manifest.jsonl"
+    if not manifest.is_file():
+        raise SystemExit(f"no dev set in {folder}: run benchmarks/{script} --out {folder}")
+    with open(manifest, encoding="utf-8") as handle:
+        return [record(**json.loads(line)) for line in handle]
 
 
 def load(folder: Path = DEFAULT_OUT) -> list[Photo]:
     """The records of a built dev set (run this script first)."""
-    manifest = folder / "manifest.jsonl"
-    if not manifest.is_file():
-        raise SystemExit(f"no dev set in {folder}: run benchmarks/devset.py --out {folder}")
-    with open(manifest, encoding="utf-8") as handle:
-        return [Photo(**json.loads(line)) for line in handle]
+    return read_manifest(folder, Photo, "devset.py")
 
 
 def main() -> None:

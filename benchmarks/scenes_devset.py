@@ -85,19 +85,18 @@ import argparse
 import csv
 import hashlib
 import io
-import json
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from devset import GCOMPRIS, OPENCV, OPENCV_HTML, package_folder, split_of  # noqa: E402
+from devset import GCOMPRIS, OPENCV, OPENCV_HTML, package_folder, read_manifest, split_of, write_manifest  # noqa: E402
 
 from image_tag_suggestion.conversion.qt_resources import read_qt_resources  # noqa: E402
 
@@ -405,19 +404,13 @@ def build(out: Path = DEFAULT_OUT) -> list[ScenePhoto]:
     files = [p.file for p in photos]
     if len(set(files)) != len(files):
         raise SystemExit("two photos map to one file name")
-    with open(out / "manifest.jsonl", "w", encoding="utf-8") as handle:
-        for photo in photos:
-            handle.write(json.dumps(asdict(photo), ensure_ascii=False) + "\n")
+    write_manifest(out, photos)
     return photos
 
 
 def load(folder: Path = DEFAULT_OUT) -> list[ScenePhoto]:
     """The records of a built scenes dev set (run this script first)."""
-    manifest = folder / "manifest.jsonl"
-    if not manifest.is_file():
-        raise SystemExit(f"no scenes dev set in {folder}: run benchmarks/scenes_devset.py --out {folder}")
-    with open(manifest, encoding="utf-8") as handle:
-        return [ScenePhoto(**json.loads(line)) for line in handle]
+    return read_manifest(folder, ScenePhoto, "scenes_devset.py")
 
 
 def summary(photos: list[ScenePhoto]) -> str:

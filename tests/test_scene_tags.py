@@ -17,7 +17,7 @@ import pytest
 from image_tag_suggestion import ImagePredictor, LabelPredictor
 from image_tag_suggestion.bundle import load_bundle
 from image_tag_suggestion.conversion.qt_resources import read_qt_resources
-from image_tag_suggestion.conversion.scene_tags import (DATA_FILE, fit_head, load_data, read_vocabulary, targets,
+from image_tag_suggestion.conversion.scene_tags import (fit_head, load_data, read_vocabulary, targets,
                                                         with_scene_head)
 
 REPO = Path(__file__).resolve().parents[1]
