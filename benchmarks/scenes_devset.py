@@ -96,9 +96,9 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from devset import GCOMPRIS, OPENCV, OPENCV_HTML, package_folder, read_manifest, split_of, write_manifest  # noqa: E402
+from devset import (GCOMPRIS, OPENCV, OPENCV_HTML, gcompris_photo, package_folder, read_manifest,  # noqa: E402
+                    split_of, write_manifest)
 
-from image_tag_suggestion.conversion.qt_resources import read_qt_resources  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 LABELS_CSV = HERE / "scenes_labels.csv"
@@ -335,14 +335,7 @@ def source_bytes(source: str, path: str, resources: dict[str, dict[str, bytes]])
     if source in DEBIAN_ARCHIVES:
         return (deb_archive_folder(source) / path).read_bytes()
     if source == "gcompris":  # gcompris:BUNDLE/PATH__INSIDE (as in devset.py)
-        bundle, inside = path.split("/", 1)
-        if bundle not in resources:
-            resources[bundle] = read_qt_resources(GCOMPRIS / f"{bundle}.rcc")
-        inside = inside.replace("__", "/")
-        matches = [data for name, data in resources[bundle].items() if name.endswith("/" + inside)]
-        if len(matches) != 1:
-            raise SystemExit(f"gcompris:{path}: {len(matches)} files in {bundle}.rcc end with {inside}")
-        return matches[0]
+        return gcompris_photo(path, resources)
     if source == "opencv":  # html/NAME, examples/SUBPATH, else a file of examples/data
         if path.startswith("html/"):
             return (OPENCV_HTML / path[5:]).read_bytes()
