@@ -175,6 +175,18 @@ def scene_head_cost(label_predictor, embeddings: np.ndarray, repeat: int) -> Non
           f"per photo with it, {statistics.median(times['without']) * 1e3:.3f} ms without: +{extra * 1e3:.3f} ms")
 
 
+def properties_cost(image_predictor, folder: list[Path], repeat: int) -> None:
+    """What measuring the photo properties (``properties.py``) adds to each photo's preparation,
+    on the pixels as the folder run decodes them."""
+    from image_tag_suggestion.properties import measure
+
+    if not image_predictor.property_signals:
+        return
+    decoded = [image_predictor.load(path) for path in folder[:50]]
+    cost = timed(lambda: [measure(pixels, image_predictor.property_signals) for pixels in decoded], repeat) / len(decoded)
+    print(f"photo properties ({', '.join(image_predictor.property_signals)}): {cost * 1e3:.3f} ms per photo")
+
+
 def decode_floor(big: Path, repeat: int) -> None:
     """How much of a 12-MP photo's latency is decoding, which no model change removes."""
     from image_tag_suggestion.images import load_image
@@ -212,6 +224,7 @@ def model_figures(location: str, big: Path, folder: list[Path], seed_s: float | 
     if image_predictor.face_detector is not None:
         people_cost(image_predictor, folder, repeat)
     scene_head_cost(label_predictor, np.stack([r.embedding for r in results]), repeat)
+    properties_cost(image_predictor, folder, repeat)
 
     colds = [cli_run(["tag", str(folder[0]), "-q", "--model", location])[0] for _ in range(5)]
     wall, rss_kb = cli_run(["tag", str(folder[0].parent), "-q", "--format", "jsonl", "--model", location])

@@ -9,7 +9,7 @@ also a coast and a landscape); the entry word is resolved the same way, or as it
 sense. Then ``tag_quality.py``'s judge decides: a shown tag is right when it names one of those
 senses, something broader, or something finer ("alp" on a mountain). Prints the figures of
 ``tag_quality.py`` for the tuning and held-out parts, then the held-out part by kind of photo,
-and the people photos whose faces do not show.
+the people photos whose faces do not show, and how the photo properties (black and white) fare.
 """
 
 from __future__ import annotations
@@ -90,6 +90,12 @@ def main() -> None:
     if hidden:
         tagged = sum(any(t.id == tag_quality.PERSON_ID for t in shown[i]) for i in hidden)
         print(f"\npeople photos whose faces do not show (both parts): {tagged} of {len(hidden)} get person")
+    for tag in (t for t in label_predictor.labels.scenes if t.signal):  # photo properties, both parts
+        shown_on = [i for i in range(len(photos)) if any(t.id == tag.id for t in shown[i])]
+        labelled = [i for i in range(len(photos)) if tag.id in photos[i].truth]
+        print(f"{tag.name} (from the {tag.signal}): shown on {len(shown_on)} photos, right on "
+              f"{sum(i in labelled for i in shown_on)}; {len(set(shown_on) & set(labelled))} of {len(labelled)} "
+              "labelled photos get it")
     for i in parts["held-out"][: args.show]:
         marks = ", ".join(f"{t.label} {t.score:.2f}{'' if judge.right(t.id, photos[i]) else ' (x)'}" for t in shown[i])
         print(f"{photos[i].photo} [{photos[i].entry_names[0]}: {', '.join(photos[i].truth_names)}]: {marks or '-'}")

@@ -124,6 +124,17 @@ class Bundle:
         name = (self.config.get("faces") or {}).get("detector")
         return self._inside(name) if name else None
 
+    @property
+    def property_signals(self) -> tuple[str, ...]:
+        """The photo properties measured from the pixels (``properties`` in config.yaml, see
+        ``properties.py``), in the order the embedding carries them."""
+        from .properties import SIGNALS
+
+        named = self.config.get("properties") or []
+        if not isinstance(named, list) or set(map(str, named)) - set(SIGNALS):
+            raise BundleError(f"bundle {self.folder}: properties must be a list of {SIGNALS}, not {named!r}")
+        return tuple(s for s in SIGNALS if s in named)
+
     def _inside(self, name: str) -> Path:
         # Checked on load already; checked again so that a Bundle built by hand cannot point outside.
         _check_file_name(name, f"bundle {self.folder}")
@@ -151,6 +162,9 @@ class Bundle:
         if bool(table.people) != bool(self.face_detector_path):
             raise BundleError(f"bundle {self.folder}: people tags need a face detector (faces.detector) and "
                               "a face detector needs people tags")
+        if table.property_signals != self.property_signals:
+            raise BundleError(f"bundle {self.folder}: its tags are scored from the photo properties "
+                              f"{list(table.property_signals)}, config.yaml measures {list(self.property_signals)}")
         return table
 
     def load_face_detector(self, num_threads: int | None = None):

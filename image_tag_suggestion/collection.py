@@ -80,7 +80,7 @@ class IndexReport:
 
 def model_fingerprint(bundle: Bundle) -> str:
     """Changes whenever stored tags or scores would: another file, another scoring or cut-off."""
-    what = {key: bundle.config.get(key) for key in ("files", "scoring", "ranking", "faces")}
+    what = {key: bundle.config.get(key) for key in ("files", "scoring", "ranking", "faces", "properties")}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 

