@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--top-k", type=_positive, default=20, help="tags per image (default 20)")
     tag.add_argument("--min-score", type=_score, default=None,
                      help="show tags whose score (the estimated probability that the tag is right) is at least this; "
-                          "default: the model's 'likely' cut-off (0.45 for the built-in model); 0 shows every tag")
+                          "default: the model's 'likely' cut-off (0.5 for the built-in model); 0 shows every tag")
     tag.add_argument("--model", action="append", default=None,
                      help="bundle folder, config.yaml or config URL, 'default' (the built-in model, used when none is "
                           "given) or 'seed' (the original app's model, downloaded and imported on first use); repeat "
