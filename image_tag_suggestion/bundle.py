@@ -15,9 +15,9 @@ Three doors, one for each kind of location, all behind :func:`load_bundle`:
 - :func:`open_bundle` opens a bundle folder (or its ``config.yaml``) on disk;
 - :func:`download_bundle` fetches the bundle whose ``config.yaml`` is at an http(s)
   URL into a cache: each file's size capped by the size the config declares and the
-  whole by :data:`MAX_DOWNLOAD_BYTES`, every sha256 checked, every file written whole or
-  not at all, redirects followed only as :func:`redirect_refusal` allows (at most
-  :data:`MAX_REDIRECTS`), and the whole download bounded in time (see :class:`Deadline`);
+  whole by :data:`MAX_DOWNLOAD_BYTES`, through ``download.py`` (every sha256 checked, every
+  file written whole or not at all, redirects only where ``download.redirect_refusal``
+  allows, the whole download bounded in time);
 - a *pointer* config (``bundle: default_model`` or ``bundle: https://.../config.yaml``,
   as the package's own ``config.yaml`` is) is followed by :func:`pointer_target`, at
   most :data:`MAX_POINTER_DEPTH` times, so a loop ends with an error, not a crash.
@@ -26,19 +26,16 @@ Three doors, one for each kind of location, all behind :func:`load_bundle`:
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import re
 import shutil
-import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from .files import atomic_output, atomic_write
+from .files import atomic_write
 from .labels import EMBEDDINGS_FILE, LABELS_FILE, OPTIONAL_FILES, LabelTable
 from .preprocessing import Preprocessing
 from .scoring import ScoringRule
@@ -53,20 +50,13 @@ MAX_CONFIG_BYTES = 1 << 20
 #: The most a download may bring in all (``IMAGE_TAGS_MAX_DOWNLOAD``, bytes): a bundle is
 #: tens of MB, a hostile server could send without end.
 MAX_DOWNLOAD_BYTES = int(os.environ.get("IMAGE_TAGS_MAX_DOWNLOAD", 1 << 30))
-#: Redirects followed per request: enough for a mirror or a CDN, few enough to end a loop quickly.
-MAX_REDIRECTS = 3
 #: Seconds one socket operation may wait (connect, or one read).
 DEFAULT_TIMEOUT = 60.0
-#: A download's default deadline: DEADLINE_BASE seconds, plus one second for every
-#: MIN_RATE bytes the config declares (a 10 MB bundle: 220 s, at worst 100 kB/s).
-DEADLINE_BASE = 120.0
-MIN_RATE = 100_000
 #: The config keys that name a bundle file: (section, key, required).
 NAMED_FILES = (("encoder", "tflite", True), ("encoder", "keras", False), ("faces", "detector", False))
 #: The files LabelTable.load reads by fixed name; the bias only when it is there.
 LABEL_FILES, OPTIONAL_LABEL_FILES = (LABELS_FILE, EMBEDDINGS_FILE), OPTIONAL_FILES
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_CHUNK = 1 << 20
 
 
 class BundleError(ValueError):
@@ -196,8 +186,7 @@ class Bundle:
 def load_bundle(location: str | Path = DEFAULT_CONFIG, cache_dir: str | Path | None = None, verify: bool = True) -> Bundle:
     """Load a bundle from a folder or ``config.yaml`` on disk (a bundle or a pointer), or
     from the http(s) URL of a ``config.yaml`` (downloaded into ``cache_dir``)."""
-    deadline = Deadline()
-    where, config, config_bytes = _follow_pointers(str(location), DEFAULT_TIMEOUT, deadline)
+    where, config, config_bytes, deadline = _follow_pointers(str(location), DEFAULT_TIMEOUT)
     if config_bytes is None:  # on disk
         return _validated(Path(where).parent, config, verify)
     folder = _download_files(where, config, config_bytes, cache_dir, DEFAULT_TIMEOUT, deadline)
@@ -224,14 +213,21 @@ def _is_pointer(config: dict) -> bool:
     return "bundle" in config and "kind" not in config
 
 
-def _follow_pointers(location: str, timeout: float, deadline: "Deadline") -> tuple[str, dict, bytes | None]:
+def _follow_pointers(location: str, timeout: float, deadline=None) -> tuple[str, dict, bytes | None, object]:
     """Read the config at ``location`` and follow pointers to a bundle's config (both load_bundle
     and download_bundle come through here, so pointers obey one set of rules: :func:`pointer_target`).
-    Returns where the config is (its path, or its URL after redirects), the config, and its
-    bytes when it was downloaded (None when it is on disk)."""
+    Returns where the config is (its path, or its URL after redirects), the config, its bytes
+    when it was downloaded (None when it is on disk), and the download's ``download.Deadline``
+    (``deadline``, or one started at the first URL; None if there was none)."""
     for _ in range(MAX_POINTER_DEPTH + 1):
         if is_url(location):
-            config_bytes, location = _fetch(location, timeout, deadline, MAX_CONFIG_BYTES)
+            from .download import Deadline, DownloadError, fetch
+
+            deadline = deadline or Deadline()
+            try:
+                config_bytes, location = fetch(location, timeout, deadline, MAX_CONFIG_BYTES)
+            except DownloadError as exc:
+                raise BundleError(str(exc)) from None
             config = _parse_config(config_bytes, location)
         else:
             if _has_scheme(location):
@@ -239,7 +235,7 @@ def _follow_pointers(location: str, timeout: float, deadline: "Deadline") -> tup
             config_path = _config_path(Path(location).expanduser())
             location, config, config_bytes = str(config_path), _read_yaml(config_path), None
         if not _is_pointer(config):
-            return location, config, config_bytes
+            return location, config, config_bytes, deadline
         location = pointer_target(location, config["bundle"])
     raise BundleError(f"{location}: more than {MAX_POINTER_DEPTH} pointers in a row (a config that points at itself?)")
 
@@ -250,12 +246,14 @@ def pointer_target(source: str, target) -> str:
     - A pointer on disk was put there by the user: it may name a bundle on disk (a path
       relative to the pointer's folder) or an http(s) URL.
     - A downloaded pointer is the server's word, so it gets no more than a redirect would
-      (:func:`redirect_refusal`): a URL (relative to its own) on the same host, never
+      (``download.redirect_refusal``): a URL (relative to its own) on the same host, never
       from https down to http, never a path on disk or another scheme.
     """
     if not isinstance(target, str) or not target.strip():
         raise BundleError(f"{source}: bundle: must name a bundle folder or the URL of a config.yaml")
     if is_url(source):
+        from .download import redirect_refusal
+
         resolved = urllib.parse.urljoin(source, target)
         refusal = redirect_refusal(source, resolved)
         if refusal:
@@ -376,17 +374,21 @@ def download_bundle(url: str, cache_dir: str | Path | None = None, timeout: floa
     and kept in ``cache_dir`` (default ``~/.cache/image_tag_suggestion``); a second call
     reuses files whose hash still matches. Pointers are followed (:func:`pointer_target`).
     ``timeout`` bounds each socket operation, ``deadline`` (seconds) the whole download; by
-    default it grows with the declared sizes (see :class:`Deadline`).
+    default it grows with the declared sizes (see ``download.Deadline``).
     """
     if not is_url(url):
         raise BundleError(f"{url}: only http(s) URLs are downloaded")
-    clock = Deadline(deadline)
-    where, config, config_bytes = _follow_pointers(url, timeout, clock)
+    from .download import Deadline
+
+    where, config, config_bytes, clock = _follow_pointers(url, timeout, Deadline(deadline))
     return _download_files(where, config, config_bytes, cache_dir, timeout, clock)
 
 
-def _download_files(url: str, config: dict, config_bytes: bytes, cache_dir, timeout: float, deadline: "Deadline") -> Path:
-    """Download the files of the bundle config ``config`` (fetched from ``url``) into the cache."""
+def _download_files(url: str, config: dict, config_bytes: bytes, cache_dir, timeout: float, deadline) -> Path:
+    """Download the files of the bundle config ``config`` (fetched from ``url``) into the cache,
+    within ``deadline`` (a ``download.Deadline``)."""
+    from .download import DownloadError, download_verified_within
+
     files, sizes = _listed_files(config, url), config.get("sizes") or {}
     _check_named_files(config, url)  # before anything is fetched
     if not isinstance(sizes, dict) or not all(isinstance(v, int) and v >= 0 for v in sizes.values()):
@@ -403,8 +405,11 @@ def _download_files(url: str, config: dict, config_bytes: bytes, cache_dir, time
         target = folder / name
         if target.is_file() and sha256_of(target) == digest:
             continue
-        budget -= _download_verified(_child_url(url, name), target, str(digest), timeout,
-                                     min(budget, sizes.get(name, budget)), deadline)
+        try:
+            budget -= download_verified_within(_child_url(url, name), target, str(digest), timeout,
+                                               min(budget, sizes.get(name, budget)), deadline)
+        except DownloadError as exc:
+            raise BundleError(str(exc)) from None
     atomic_write(folder / CONFIG_FILE, config_bytes)
     return folder
 
@@ -435,161 +440,6 @@ def _child_url(url: str, name: str) -> str:
     if not is_url(child) or urllib.parse.urlsplit(child).netloc != urllib.parse.urlsplit(url).netloc:
         raise BundleError(f"{url}: file {name!r} would be fetched from elsewhere ({child})")
     return child
-
-
-class Deadline:
-    """The wall-clock limit of one download. Socket timeouts bound each wait, not the whole:
-    a server that sends a byte now and then would otherwise hold a download for ever.
-
-    ``seconds`` fixes the limit; without it the limit is :data:`DEADLINE_BASE` seconds, plus
-    one second per :data:`MIN_RATE` bytes once the size to come is known (:meth:`expect`).
-    The clock starts when the object is made.
-    """
-
-    def __init__(self, seconds: float | None = None):
-        self.start = time.monotonic()
-        self.fixed = seconds is not None
-        self.seconds = float(seconds) if seconds is not None else DEADLINE_BASE
-
-    def expect(self, nbytes: int) -> None:
-        """Allow a default deadline the time ``nbytes`` more bytes take at :data:`MIN_RATE`."""
-        if not self.fixed:
-            self.seconds = DEADLINE_BASE + nbytes / MIN_RATE
-
-    def left(self, url: str) -> float:
-        """Seconds left; a BundleError (about ``url``) once there are none."""
-        left = self.start + self.seconds - time.monotonic()
-        if left <= 0:
-            raise self.error(url)
-        return left
-
-    def passed(self) -> bool:
-        return time.monotonic() >= self.start + self.seconds
-
-    def error(self, url: str) -> BundleError:
-        return BundleError(f"{url}: the download did not finish within its {self.seconds:g} s deadline "
-                           "(a server too slow or stalled); refusing it")
-
-
-def download_verified(url: str, target: Path, digest: str, timeout: float = DEFAULT_TIMEOUT,
-                      limit: int = MAX_DOWNLOAD_BYTES, deadline: float | None = None,
-                      allow_hosts: tuple[str, ...] = ()) -> int:
-    """Stream ``url`` into ``target``, whole or not at all, refused unless its sha256 is ``digest``;
-    returns the bytes written. At most ``limit`` bytes, within ``deadline`` seconds (default:
-    as :class:`Deadline` allows for ``limit`` bytes); redirects as :func:`redirect_refusal`
-    allows, to the request's host or to ``allow_hosts`` over https."""
-    clock = Deadline(deadline)
-    clock.expect(limit)
-    return _download_verified(url, Path(target), digest, timeout, limit, clock, allow_hosts)
-
-
-def _download_verified(url: str, target: Path, digest: str, timeout: float, limit: int, deadline: Deadline,
-                       allow_hosts: tuple[str, ...] = ()) -> int:
-    hasher, size = hashlib.sha256(), 0
-    with atomic_output(target) as out, _open_url(url, timeout, deadline, allow_hosts) as response:
-        for chunk in _chunks(response, url, timeout, deadline):
-            size += len(chunk)
-            if size > limit:
-                raise BundleError(f"{url}: larger than the {limit} bytes allowed (config.yaml's size or the "
-                                  "download limit); refusing it")
-            hasher.update(chunk)
-            out.write(chunk)
-        if hasher.hexdigest() != digest:
-            raise BundleError(f"{url}: sha256 {hasher.hexdigest()} does not match {digest} from config.yaml; refusing it")
-    return size
-
-
-def _fetch(url: str, timeout: float, deadline: Deadline, limit: int) -> tuple[bytes, str]:
-    """A small document (a config) and its URL after redirects (what relative names are relative to)."""
-    data = bytearray()
-    with _open_url(url, timeout, deadline) as response:
-        final_url = response.geturl()
-        for chunk in _chunks(response, url, timeout, deadline):
-            data += chunk
-            if len(data) > limit:
-                raise BundleError(f"{url}: larger than {limit} bytes; not a config.yaml")
-    return bytes(data), final_url
-
-
-def redirect_refusal(old: str, new: str, allow_hosts: tuple[str, ...] = ()) -> str | None:
-    """Why a redirect (or a downloaded pointer) from ``old`` to ``new`` is refused, or None.
-
-    Allowed: https on the same host (any port), http to https on the same host (an upgrade),
-    and http to http on the same host (plain http there is what was asked for). Also https to
-    one of ``allow_hosts`` (for a release server whose files live on a CDN, with fixed hashes).
-    Refused: any other scheme (``ftp:``, ``file:``...), any other host, https down to http.
-    """
-    old_parts, new_parts = urllib.parse.urlsplit(old), urllib.parse.urlsplit(new)
-    if new_parts.scheme not in ("http", "https"):
-        return f"only http(s) URLs are downloaded, not {new_parts.scheme or 'a path'}"
-    if new_parts.scheme == "http" and old_parts.scheme != "http":
-        return "it goes from https down to plain http"
-    host, old_host = (new_parts.hostname or "").lower(), (old_parts.hostname or "").lower()
-    if host == old_host:
-        return None
-    if new_parts.scheme == "https" and host in {h.lower() for h in allow_hosts}:
-        return None
-    return f"it leads to another host ({host or 'none'})"
-
-
-class _Redirects(urllib.request.HTTPRedirectHandler):
-    """Follows at most :data:`MAX_REDIRECTS` redirects, each allowed by :func:`redirect_refusal`
-    (urllib alone follows ten, to any host, and to ``ftp:``)."""
-
-    max_redirections = MAX_REDIRECTS + 1  # urllib's own loop check never comes first
-
-    def __init__(self, url: str, allow_hosts: tuple[str, ...] = ()):
-        super().__init__()
-        self.count = 0
-        self.allow_hosts = (urllib.parse.urlsplit(url).hostname or "", *allow_hosts)
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        self.count += 1
-        refusal = redirect_refusal(req.full_url, newurl, self.allow_hosts)
-        if refusal is None and self.count > MAX_REDIRECTS:
-            refusal = f"more than {MAX_REDIRECTS} redirects"
-        if refusal:
-            fp.close()
-            raise BundleError(f"{req.full_url}: refusing the redirect to {newurl}: {refusal}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _open_url(url: str, timeout: float, deadline: Deadline, allow_hosts: tuple[str, ...] = ()):
-    """An http(s) response, through an opener that knows no other scheme and redirects only as allowed."""
-    if not is_url(url):
-        raise BundleError(f"{url}: only http(s) URLs are downloaded")
-    opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
-                    urllib.request.HTTPDefaultErrorHandler(), _Redirects(url, allow_hosts),
-                    urllib.request.HTTPErrorProcessor(), urllib.request.UnknownHandler()):
-        opener.add_handler(handler)
-    try:
-        return opener.open(url, timeout=min(timeout, deadline.left(url)))
-    except (OSError, http.client.HTTPException) as exc:  # URLError, HTTPError and timeouts are all OSErrors
-        if deadline.passed():  # a wait cut short by the deadline says so
-            raise deadline.error(url) from None
-        raise BundleError(f"{url}: download failed ({exc})") from None
-
-
-def _chunks(response, url: str, timeout: float, deadline: Deadline):
-    """The response body as it arrives. ``read1`` returns what one receive brings (``read``
-    would wait for a whole chunk), so the deadline is checked between receives, and each
-    receive waits at most the time left."""
-    # http.client keeps the socket privately; without it each wait still ends within ``timeout``.
-    sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
-    while True:
-        left = deadline.left(url)
-        if sock is not None:
-            sock.settimeout(min(timeout, left))
-        try:
-            chunk = response.read1(_CHUNK)
-        except (OSError, http.client.HTTPException) as exc:
-            if deadline.passed():
-                raise deadline.error(url) from None
-            raise BundleError(f"{url}: download failed ({exc!r})") from None
-        if not chunk:
-            return
-        yield chunk
 
 
 def _parse_config(data: bytes, url: str) -> dict:

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .bundle import CONFIG_FILE, DEFAULT_CONFIG, BundleError, default_cache_dir, download_verified
+from .bundle import CONFIG_FILE, DEFAULT_CONFIG, BundleError, default_cache_dir
 from .files import OutputFolderError
 
 SEED_RELEASE = "https://github.com/CVxTz/FastImageClassification/releases/download/v0.1/"
@@ -53,8 +53,10 @@ def seed_bundle(cache_dir: str | Path | None = None, base_url: str | None = None
                 deadline: float = FILE_DEADLINE) -> Path:
     """The imported seed bundle's folder: imported already, or downloaded, checked and imported now.
 
-    Downloads go through ``bundle.download_verified``: sha256 checked, size capped, each file
-    within ``deadline`` seconds, redirects only as ``bundle.redirect_refusal`` allows."""
+    Downloads go through ``download.download_verified``: sha256 checked, size capped, each file
+    within ``deadline`` seconds, redirects only as ``download.redirect_refusal`` allows."""
+    from .download import DownloadError, download_verified
+
     folder = seed_folder(cache_dir)
     if (folder / CONFIG_FILE).is_file():
         return folder
@@ -68,7 +70,7 @@ def seed_bundle(cache_dir: str | Path | None = None, base_url: str | None = None
             try:
                 download_verified(base_url.rstrip("/") + "/" + name, paths[name], digest, timeout, MAX_FILE_BYTES,
                                   deadline=deadline, allow_hosts=allow_hosts)
-            except BundleError as exc:
+            except DownloadError as exc:
                 raise BundleError(f"the original app's model is not imported and could not be fetched ({exc}); "
                                   f"download {H5_FILE} and {LABELS_FILE} from {SEED_RELEASE} and run: image-tags "
                                   f"import-seed --h5 {H5_FILE} --labels {LABELS_FILE}") from None

@@ -288,7 +288,7 @@ def test_at_most_three_redirects_are_followed(tiny_bundle, tricky, tmp_path):
 
 
 def test_redirect_rules():
-    from image_tag_suggestion.bundle import redirect_refusal
+    from image_tag_suggestion.download import redirect_refusal
 
     allowed = [("http://a.org/x", "https://a.org/y"), ("https://a.org/x", "https://a.org:8443/y"),
                ("http://a.org/x", "http://A.org/y"), ("https://mirror.org/x", "https://cdn.org/y")]
@@ -319,11 +319,11 @@ def test_a_download_has_an_overall_deadline(tiny_bundle, tricky, tmp_path, what)
 
 
 def test_download_verified_has_an_overall_deadline(tricky, tmp_path):
-    from image_tag_suggestion.bundle import download_verified
+    from image_tag_suggestion.download import DownloadError, download_verified
 
     tricky.routes["/slow.bin"] = _trickle()
     start = time.monotonic()
-    with pytest.raises(BundleError, match="deadline"):
+    with pytest.raises(DownloadError, match="deadline"):
         download_verified(f"{tricky.base}/slow.bin", tmp_path / "slow.bin", "0" * 64, 30, 1000, deadline=0.5)
     assert time.monotonic() - start < 2.0 and not (tmp_path / "slow.bin").exists()
 

@@ -114,3 +114,16 @@ def test_batches_change_no_result(folder):
     reference = image_predictor.preprocessing
     crops = np.concatenate([p.crops for p in batch])
     np.testing.assert_array_equal(reference.normalise(crops), (crops.astype(np.float32) - 127.0) * np.float32(1 / 128))
+
+
+def test_tagging_from_the_command_line_leaves_the_download_code_unloaded(folder):
+    """A cold start pays for what it imports: the http(s) machinery (``urllib.request``,
+    ``http.client`` and the email parser under it) is loaded only when something is downloaded."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from image_tag_suggestion.cli import main; main(['tag', sys.argv[1], '-q']); "
+              "print([m for m in ('urllib.request', 'http.client', 'image_tag_suggestion.download') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", script, folder[0]], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]", result.stdout
