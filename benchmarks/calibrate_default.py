@@ -105,10 +105,17 @@ def main() -> None:
     folds = np.arange(len(photos)) % FOLDS
     np.random.default_rng(0).shuffle(folds)
     shown_by_cut = {cut_off: [None] * len(photos) for cut_off in CUT_OFFS}
+    brier = {group: {"raw": [], "calibrated": []} for group in CALIBRATED_GROUPS}
     for fold in range(FOLDS):
         inside, outside = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
         fold_pairs = calibration_pairs([photos[i] for i in inside], raw[inside], embeddings[inside], label_predictor, judge)
-        label_predictor.scorer = scorer_with(bundle, label_predictor, fit(fold_pairs))
+        fold_fit = fit(fold_pairs)
+        held = calibration_pairs([photos[i] for i in outside], raw[outside], embeddings[outside], label_predictor, judge)
+        for group, (x, y) in held.items():
+            calibrated = 1 / (1 + np.exp(-(fold_fit[group]["slope"] * x + fold_fit[group]["intercept"])))
+            brier[group]["raw"] += list((1 / (1 + np.exp(-x)) - y) ** 2)
+            brier[group]["calibrated"] += list((calibrated - y) ** 2)
+        label_predictor.scorer = scorer_with(bundle, label_predictor, fold_fit)
         for cut_off in CUT_OFFS:
             for i, tags in zip(outside, label_predictor.predict_batch(embeddings[outside], top_k=tag_quality.TOP_K,
                                                                       min_score=float(cut_off))):
@@ -132,6 +139,8 @@ def main() -> None:
     args.out.write_text("# Written by benchmarks/calibrate_default.py; do not edit by hand.\n"
                         + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     print("\n".join(report))
+    print("tuning part, out of fold: Brier score of each group's candidates, the model's own score -> calibrated:\n"
+          + "\n".join(f"  {group}: {np.mean(b['raw']):.4f} -> {np.mean(b['calibrated']):.4f}" for group, b in brier.items()))
     print("tuning part, out of fold: precision and coverage of shown tags by cut-off:\n" + "\n".join(curve))
     print(f"cut-off {chosen} written to {args.out}")
     if not args.no_bundle:

