@@ -27,7 +27,8 @@ The other Debian packages are never installed (several would pull in hundreds of
 few photos): the build fetches each one once with ``apt-get download PACKAGE=VERSION`` (no root
 needed) into ``~/.cache/image_tag_suggestion/debs/``, refuses it unless its sha256 is the one in
 :data:`DEBIAN_ARCHIVES`, and unpacks only the folder that holds the photos (with ``dpkg-deb``).
-About 245 MB are fetched the first time:
+About 1540 MB are fetched the first time (``texlive-latex-extra-doc`` alone is 593 MB, for 32 photos, and
+``castle-game-engine-doc`` 257 MB, for 7); only the image files (:data:`IMAGE_SUFFIXES`) are unpacked:
 
 ================  ========================================  ====================  =====  ===============================  ======
 source key        Debian package                            version               MB     licence (debian/copyright)       photos
@@ -58,9 +59,40 @@ source key        Debian package                            version             
 ``kodi:``         kodi-data                                 2:20.1+dfsg-1         20.5   CC0 (the two home images)         2
 ``texlive:``      texlive-publishers                        2022.20230122-4       21.1   LPPL-1.3 (``sduthesis``,         17
                                                                                          ``uantwerpendocs``)
+``hugin:``        hugin-data                                2022.0.0+dfsg-2       8.0    GPL-2+ (``Files: *``; help         5
+                                                                                         photos)
+``tdiary:``       tdiary-theme                              5.2.3-1               3.4    GPL-2.0+                          7
+``krank:``        krank                                     0.7+dfsg2-4           58.1   public domain (images by Slava   18
+                                                                                         Anishenko; underwater)
+``qtquick:``      qtdeclarative5-examples                   5.15.8+dfsg-3         5.2    BSD-3-clause (``examples/*``)     1
+``bootstrap:``    libjs-bootstrap5-doc                      5.2.3+dfsg-8          1.1    Expat                             1
+``castle:``       castle-game-engine-doc                    7.0~alpha.2+dfsg1-5   256.8  GPL-2+ or LGPL-2+ (``Files: *``)  7
+``psychtoolbox:`` psychtoolbox-3-common                     3.0.18.12.dfsg1-1.1   26.2   Expat (``Files: *``)              3
+``pixbuf:``       gdk-pixbuf-tests                          2.42.10+dfsg-1        5.7    LGPL-2+ / LGPL-2.1+ / CC0-1.0     1
+                                                            +deb12u4
+``vigra:``        libvigraimpex-doc                         1.11.1+dfsg-11        5.4    Expat                             1
+``tlextra:``      texlive-latex-extra-doc                   2022.20230122-4       593.0  per CTAN package, as its          32
+                                                                                         ``texlive-latex-extra``
+                                                                                         ``Licenses`` says: LPPL
+                                                                                         (``image-gallery``, ``bearwear``,
+                                                                                         ``papertex``, ``wallcalendar``,
+                                                                                         ``wallpaper``, ``incgraph``,
+                                                                                         ``recipebook``,
+                                                                                         ``petiteannonce``); LPPL-1.3
+                                                                                         and CC-BY-4.0
+                                                                                         (``beamerdarkthemes``);
+                                                                                         CC-BY-SA-4.0
+                                                                                         (``beamertheme-trigon``); GPL
+                                                                                         (``beamertheme-detlevcm``)
+``tlpictures:``   texlive-pictures-doc                      2022.20230122-3       233.5  LPPL (``hvfloat``, ``xput``,      3
+                                                                                         ``circuit-macros``)
+``tlscience:``    texlive-science-doc                       2022.20230122-4       83.5   LPPL (``fascicules``)             1
+``digikam:``      digikam-data                              4:7.9.0-1             11.0   GPL (its copyright: "almost       1
+                                                                                         all software is GPL"; none of
+                                                                                         its exceptions is ``about/``)
 ================  ========================================  ====================  =====  ===============================  ======
 
-``libdlib19.1`` and ``lifeograph`` are fetched as their amd64 builds (``PACKAGE:amd64``), whose
+``libdlib19.1``, ``lifeograph``, ``qtdeclarative5-examples`` and ``gdk-pixbuf-tests`` are fetched as their amd64 builds (``PACKAGE:amd64``), whose
 sha256 is the one recorded. When Debian drops one of these versions (a security update replaces
 it), ``apt-get download`` fails: the build then says which package, and the version and sha256
 here must be brought up to date (after checking that the labelled photos did not change).
@@ -127,7 +159,7 @@ DEBIAN_SOURCES = {
 PYPI_SOURCES = {"skimage": "scikit-image"}
 
 # source key -> (Debian package, version, sha256 of its .deb, the folder inside it that keys start from);
-# fetched with `apt-get download`, never installed (see the module's docstring). Two are amd64 builds.
+# fetched with `apt-get download`, never installed (see the module's docstring). Four are amd64 builds.
 DEBIAN_ARCHIVES = {
     "scratch": ("scratch", "1.4.0.6~dfsg1-6.1",
                 "36c582eb93110f64f06c4e685c41e933ccba2fa68db12f79b10bfe840b21fc10",
@@ -192,6 +224,45 @@ DEBIAN_ARCHIVES = {
     "texlive": ("texlive-publishers", "2022.20230122-4",
                 "b58dad3a25c55c9347c51a8b384c47194f2b2e37a5f3dca893d9794396813610",
                 "usr/share/texlive/texmf-dist/tex/latex"),
+    "hugin": ("hugin-data", "2022.0.0+dfsg-2",
+              "0289091920be52eec91bf1ae6739a2dfe6c0075fc187daf3a39f765a8eab22e0",
+              "usr/share/hugin/xrc/data/help_en_EN"),
+    "tdiary": ("tdiary-theme", "5.2.3-1",
+               "6b791f66379ae81cd70a23f9b47bc27c4f0198fe8edebfbf2553c2cef15e8c96",
+               "usr/share/tdiary/theme"),
+    "krank": ("krank", "0.7+dfsg2-4",
+              "9a3d16fe30cef98d18a4ed9049f879339d8840f8cc729136ce2e0c7dbee33042",
+              "usr/share/games/krank/levels/unera-backgrounds"),
+    "qtquick": ("qtdeclarative5-examples:amd64", "5.15.8+dfsg-3",
+                "1602b071cdf66fa4711a47e0e341f4a4f70127c3ebfd7bbef1206a24dd488108",
+                "usr/lib/x86_64-linux-gnu/qt5/examples/quick"),
+    "bootstrap": ("libjs-bootstrap5-doc", "5.2.3+dfsg-8",
+                  "7c11f1d50fb6b9ad421c1321d133c77f798c781d2f19dd24fdfb74d3e11a720e",
+                  "usr/share/doc/libjs-bootstrap5/examples"),
+    "castle": ("castle-game-engine-doc", "7.0~alpha.2+dfsg1-5",
+               "48a57969553317d938bdcfc7085f4784ae5d429a0c251b0cbd1457477f122693",
+               "usr/share/doc/castle-game-engine-doc/examples/deprecated_to_upgrade/fixed_camera_game/data"),
+    "psychtoolbox": ("psychtoolbox-3-common", "3.0.18.12.dfsg1-1.1",
+                     "8c3271ff5dbc685db95fd279a658eb386ed336e60f60436a20dd0a2a3cb512a7",
+                     "usr/share/psychtoolbox-3"),
+    "pixbuf": ("gdk-pixbuf-tests:amd64", "2.42.10+dfsg-1+deb12u4",
+               "171a99bae12ef6196806a0ac2389ce800be8c2a8db86e9389eba031c7e99ee8d",
+               "usr/libexec/installed-tests/gdk-pixbuf"),
+    "vigra": ("libvigraimpex-doc", "1.11.1+dfsg-11",
+              "87ed076e3d987ad53424427533128e5c30d0d8d1d689c018122eea6e334a80ac",
+              "usr/share/doc/libvigraimpex-dev/html"),
+    "tlextra": ("texlive-latex-extra-doc", "2022.20230122-4",
+                "d222fc748216b216c5659078e8b9b2537242f5fd63af14957f999d33164ecb27",
+                "usr/share/doc/texlive-doc"),
+    "tlpictures": ("texlive-pictures-doc", "2022.20230122-3",
+                   "9f24a348a9461952e09cac3a2c5e1617f00e9054bea1ab1a124a724cc7f40751",
+                   "usr/share/doc/texlive-doc/latex"),
+    "tlscience": ("texlive-science-doc", "2022.20230122-4",
+                  "0e0fcc74646b916402124e8394a7a8d896e1c959cd9b184b0d7a61e08c6e72db",
+                  "usr/share/doc/texlive-doc/latex/fascicules"),
+    "digikam": ("digikam-data", "4:7.9.0-1",
+                "a941a504ba7bdf9d276a43ca3c2a0b2b5b74a55420d8c4b4f29d681e96cbf450",
+                "usr/share/digikam/about/images"),
 }
 SOURCES = set(DEBIAN_SOURCES) | set(PYPI_SOURCES) | set(DEBIAN_ARCHIVES)
 
@@ -311,8 +382,12 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: What :func:`unpack` writes: the photos, not the PDFs and sources around them (a TeX Live doc tree is ~1 GB).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+
+
 def unpack(deb: Path, inside: str, folder: Path) -> None:
-    """Write the regular files under ``inside`` of a .deb into ``folder`` (paths kept below ``inside``)."""
+    """Write the image files under ``inside`` of a .deb into ``folder`` (paths kept below ``inside``)."""
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     prefix = inside.strip("/") + "/"
@@ -320,7 +395,8 @@ def unpack(deb: Path, inside: str, folder: Path) -> None:
     with tarfile.open(fileobj=reader.stdout, mode="r|") as tar:
         for member in tar:
             name = member.name.removeprefix("./")
-            if member.isfile() and name.startswith(prefix) and ".." not in Path(name).parts:
+            if (member.isfile() and name.startswith(prefix) and ".." not in Path(name).parts
+                    and name.lower().endswith(IMAGE_SUFFIXES)):
                 target = partial / name[len(prefix):]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(tar.extractfile(member).read())
