@@ -2,7 +2,7 @@
 
 A black-and-white photo is one whose pixels are all shades of grey: red, green and blue equal,
 up to the noise a JPEG adds. Its *colour* signal is the 99th percentile over the photo of
-``max(R, G, B) - min(R, G, B)`` (0 to 1), measured on about 150 pixels a side: 0 for a grey
+``max(R, G, B) - min(R, G, B)`` (0 to 1), measured on about 100 pixels a side: 0 for a grey
 file, under 0.02 for a grey photo saved as colour JPEG; the first per cent is let off so that
 a speck of colour (a stamp, a caption) does not count, while a black cat with green eyes does.
 Toned prints (sepia, cyanotype) are one colour, not grey, and are not called black and white.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 SIGNALS = ("colour",)
-SAMPLE_SIDE = 150  # pixels measured along the long side
+SAMPLE_SIDE = 96  # pixels measured along the long side
 GREY_UP_TO = 7.5 / 255  # colour at which "black and white" scores 0.5 (JPEG grey measures up to 7)
 GREY_SOFTNESS = 1 / 255  # how fast the score falls past it (a logistic's scale)
 
