@@ -212,8 +212,10 @@ class LabelTable:
         return tuple(s for s in PROPERTY_SIGNALS if s in used)
 
     def without_scene_head(self) -> "LabelTable":
-        """The same table without its scene tags and head (to fit a new head on it)."""
-        return dataclasses.replace(self, scenes=[], head_ids=[], head_weights=None, head_bias=None)
+        """The same table without its scene head and the scene tags only it scores (to fit a new
+        head on it); photo properties stay, since they are measured, not fitted."""
+        return dataclasses.replace(self, scenes=[t for t in self.scenes if t.signal], head_ids=[], head_weights=None,
+                                   head_bias=None)
 
     def broader_chain(self, tag_id: str) -> list[str]:
         """Names of the tags above ``tag_id``, widest first (for hierarchical keywords such as
