@@ -121,8 +121,12 @@ class Bundle:
         from .properties import SIGNALS
 
         named = self.config.get("properties") or []
-        if not isinstance(named, list) or set(map(str, named)) - set(SIGNALS):
-            raise BundleError(f"bundle {self.folder}: properties must be a list of {SIGNALS}, not {named!r}")
+        if not isinstance(named, list):
+            raise BundleError(f"bundle {self.folder}: properties must be a list (of {', '.join(SIGNALS)}), not {named!r}")
+        unknown = sorted(set(map(str, named)) - set(SIGNALS))
+        if unknown:
+            raise BundleError(f"bundle {self.folder}: unknown photo properties {unknown} in config.yaml; "
+                              f"known: {', '.join(SIGNALS)}")
         return tuple(s for s in SIGNALS if s in named)
 
     def _inside(self, name: str) -> Path:
@@ -154,7 +158,8 @@ class Bundle:
                               "a face detector needs people tags")
         if table.property_signals != self.property_signals:
             raise BundleError(f"bundle {self.folder}: its tags are scored from the photo properties "
-                              f"{list(table.property_signals)}, config.yaml measures {list(self.property_signals)}")
+                              f"{list(table.property_signals)}, but config.yaml's properties list "
+                              f"{list(self.property_signals)}: the two must name the same ones")
         return table
 
     def load_face_detector(self, num_threads: int | None = None):

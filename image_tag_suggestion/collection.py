@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS images (
     mtime REAL NOT NULL,            -- seconds since the epoch
     sha256 TEXT NOT NULL,           -- of the file's content
     error TEXT,                     -- why it could not be tagged; NULL when it was
-    embedding BLOB                  -- float16, the encoder's embedding_dim values (no face signals)
+    embedding BLOB                  -- float16, the encoder's embedding_dim values (no face or pixel signals)
 );
 CREATE TABLE IF NOT EXISTS tags (
     image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
@@ -80,7 +80,9 @@ class IndexReport:
 
 def model_fingerprint(bundle: Bundle) -> str:
     """Changes whenever stored tags or scores would: another file, another scoring or cut-off."""
-    what = {key: bundle.config.get(key) for key in ("files", "scoring", "ranking", "faces", "properties")}
+    what = {key: bundle.config.get(key) for key in ("files", "scoring", "ranking", "faces")}
+    if bundle.config.get("properties"):  # only where set: an index of a bundle without them keeps its fingerprint
+        what["properties"] = bundle.config["properties"]
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -230,7 +232,7 @@ def _store_results(connection: sqlite3.Connection, results, todo: dict[str, tupl
     pending = []
     for result in results:
         size, mtime, digest, is_new = todo[result.file]
-        # Only the encoder's part: similarity compares what photos show, not their face signals.
+        # Only the encoder's part: similarity compares what photos show, not their face or pixel signals.
         embedding = result.embedding[:visual_dim].astype(np.float16).tobytes() if result.ok else None
         pending.append((result, size, mtime, digest, embedding))
         if result.ok:
@@ -371,7 +373,7 @@ class EmbeddingMatrix:
 
     def nearest(self, query: np.ndarray, top_k: int = 20) -> list[Hit]:
         """Cosine similarity, exact: one matrix-vector product, then a partial sort. A query
-        longer than the stored embeddings (with face signals at the end) is cut to them."""
+        longer than the stored embeddings (with face or pixel signals at the end) is cut to them."""
         query = np.asarray(query, np.float32)[: self.unit.shape[1]]
         query = (query / max(float(np.linalg.norm(query)), 1e-12)).astype(np.float32)
         scores = self.unit @ query

@@ -20,8 +20,6 @@ from .files import atomic_output
 
 #: Redirects followed per request: enough for a mirror or a CDN, few enough to end a loop quickly.
 MAX_REDIRECTS = 3
-#: Seconds one socket operation may wait (connect, or one read).
-DEFAULT_TIMEOUT = 60.0
 #: A download's default deadline: DEADLINE_BASE seconds, plus one second for every
 #: MIN_RATE bytes the config declares (a 10 MB bundle: 220 s, at worst 100 kB/s).
 DEADLINE_BASE = 120.0
@@ -64,11 +62,10 @@ class Deadline:
 
     def error(self, url: str) -> DownloadError:
         return DownloadError(f"{url}: the download did not finish within its {self.seconds:g} s deadline "
-                           "(a server too slow or stalled); refusing it")
+                             "(a server too slow or stalled); refusing it")
 
 
-def download_verified(url: str, target: Path, digest: str, timeout: float = DEFAULT_TIMEOUT,
-                      limit: int = 1 << 30, deadline: float | None = None,
+def download_verified(url: str, target: Path, digest: str, timeout: float, limit: int, deadline: float | None = None,
                       allow_hosts: tuple[str, ...] = ()) -> int:
     """Stream ``url`` into ``target``, whole or not at all, refused unless its sha256 is ``digest``;
     returns the bytes written. At most ``limit`` bytes, within ``deadline`` seconds (default:

@@ -189,10 +189,15 @@ class LabelTable:
         unscored = {t.id for t in self.scenes if not t.signal} - set(self.head_ids)
         if unscored:
             problems.append(f"scene tags the head does not score: {sorted(unscored)[:5]}")
+        measured = {t.id for t in self.scenes if t.signal}
         for tag in self.scenes:
-            if tag.signal and (tag.signal not in PROPERTY_SIGNALS or tag.id in self.head_ids):
-                problems.append(f"scene tag {tag.id!r}: signal {tag.signal!r} is not one of {PROPERTY_SIGNALS}, "
-                                "or the head scores it too")
+            if tag.signal and tag.signal not in PROPERTY_SIGNALS:
+                problems.append(f"scene tag {tag.id!r}: signal {tag.signal!r} is not one of {PROPERTY_SIGNALS}")
+            if tag.signal and tag.id in self.head_ids:
+                problems.append(f"scene tag {tag.id!r} is a photo property and the scene head scores it too")
+            if measured and (tag.id in measured or tag.parent in measured) and tag.parent:
+                # a measured tag scores independently of any other: it cannot stand above or below one
+                problems.append(f"scene tag {tag.id!r}: a photo property has no parent and is no parent")
         if self.head_ids:
             if self.head_weights.shape != (len(self.head_ids), self.embeddings.shape[-1]):
                 problems.append(f"scene head weights have shape {self.head_weights.shape}, expected "

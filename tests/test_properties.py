@@ -98,7 +98,7 @@ def test_a_bundle_must_measure_the_properties_its_tags_are_scored_from(tmp_path)
         load_bundle(bundle).load_labels()
     config["properties"] = ["sharpness"]
     write_config(bundle, config)
-    with pytest.raises(BundleError, match="properties must be a list"):
+    with pytest.raises(BundleError, match="unknown photo properties"):
         load_bundle(bundle).load_labels()
 
 
@@ -109,3 +109,50 @@ def test_a_property_tag_needs_a_known_signal():
     assert table.property_signals == ("colour",)
     with pytest.raises(ValueError, match="signal 'sharpness'"):
         dataclasses.replace(table, scenes=[*table.scenes, SceneTag("n99999999", "sharp", signal="sharpness")])
+    # Measured independently of every other tag, a property can stand neither above nor below one.
+    grey = next(t for t in table.scenes if t.signal)
+    sky = next(t for t in table.scenes if t.name == "sky")
+    for scenes in ([dataclasses.replace(t, parent=sky.id) if t is grey else t for t in table.scenes],
+                   [*table.scenes, SceneTag("n99999998", "grey sky", parent=grey.id)]):
+        with pytest.raises(ValueError, match="a photo property has no parent and is no parent"):
+            dataclasses.replace(table, scenes=scenes)
+
+
+def test_a_property_is_read_from_its_own_column_with_or_without_face_signals():
+    """The colour sits after the encoder's values and, when the table has people tags, after the
+    four face signals: the black-and-white score follows the value put in that column."""
+    import dataclasses
+
+    from image_tag_suggestion.faces import SIGNALS as FACE_SIGNALS
+    from image_tag_suggestion.properties import score
+    from image_tag_suggestion.scoring import Scorer, ScoringRule
+
+    full = LabelTable.load(load_bundle(DEFAULT_CONFIG).folder)
+    rng = np.random.default_rng(0)
+    visual = rng.normal(size=(2, full.dim)).astype(np.float32)
+    colours = np.array([[0.0], [0.5]], np.float32)  # a grey photo, a colourful one
+    people = {t.id for t in full.people}
+    keep = [i for i, tag_id in enumerate(full.head_ids) if tag_id not in people]  # the head scores "person" too
+    no_people = dataclasses.replace(full, people=[], head_ids=[full.head_ids[i] for i in keep],
+                                    head_weights=full.head_weights[keep], head_bias=full.head_bias[keep])
+    for table in (full, no_people):
+        faces = np.full((2, len(FACE_SIGNALS) if table.people else 0), 0.9, np.float32)  # far from either colour
+        scores = Scorer(table, ScoringRule()).scores(np.hstack([visual, faces, colours]))
+        column = table.ids.index(next(t.id for t in table.scenes if t.signal == "colour"))
+        np.testing.assert_allclose(scores[:, column], score("colour", colours[:, 0]))
+        assert scores[0, column] > 0.99 and scores[1, column] < 0.01
+
+
+def test_an_index_of_a_bundle_that_measures_nothing_keeps_its_fingerprint(tiny_bundle):
+    """Indexes already on disk store the model's fingerprint, a hash of these four parts of its
+    config.yaml as earlier versions wrote it; a bundle without photo properties must hash as
+    before, or its index would be refused as made with another model."""
+    import hashlib
+
+    from image_tag_suggestion.collection import model_fingerprint
+
+    bundle = load_bundle(tiny_bundle)
+    assert not bundle.config.get("properties")
+    earlier = {key: bundle.config.get(key) for key in ("files", "scoring", "ranking", "faces")}
+    assert model_fingerprint(bundle) == hashlib.sha256(json.dumps(earlier, sort_keys=True).encode()).hexdigest()[:16]
+    assert model_fingerprint(load_bundle(DEFAULT_CONFIG)) != model_fingerprint(bundle)

@@ -126,4 +126,4 @@ def test_tagging_from_the_command_line_leaves_the_download_code_unloaded(folder)
               "print([m for m in ('urllib.request', 'http.client', 'image_tag_suggestion.download') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", script, folder[0]], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "[]", result.stdout
+    assert result.stdout.splitlines()[-1:] == ["[]"], result.stdout

@@ -96,7 +96,7 @@ def test_the_likely_tags_are_right_and_most_photos_keep_some(held_out, default_p
 def test_a_shown_score_says_how_often_such_tags_are_right(held_out, default_predictors):
     """On held-out photos, the mean score of the shown tags is close to the share of them that
     is right: a score is a probability. (Whether calibrated scores beat the model's own shares
-    needs more photos than these 27, most of them easy ImageNet photos: out of fold on the dev
+    needs more photos than these 27 (10 or more held out), most of them easy ImageNet photos: out of fold on the dev
     set's 351 tuning photos, ``benchmarks/calibrate_default.py`` prints the Brier scores.)"""
     _, label_predictor = default_predictors
     _, right, embeddings = held_out

@@ -193,7 +193,9 @@ def with_scene_head(table: LabelTable, vocabulary: list[SceneWord], weights: np.
         return by_word[above].wnid if above else ""
 
     scenes = [SceneTag(w.wnid, w.name, parent_id(w), w.synonyms) for w in new]
-    scenes += [SceneTag(w.wnid, w.name, "", w.synonyms, w.signal) for w in vocabulary if w.signal]
+    measured = [t for t in table.scenes if t.signal]  # the table's photo properties stay...
+    scenes += measured + [SceneTag(w.wnid, w.name, "", w.synonyms, w.signal)  # ...and the vocabulary's join them
+                          for w in vocabulary if w.signal and w.wnid not in {t.id for t in measured}]
     return dataclasses.replace(table, scenes=scenes, head_ids=[w.wnid for w in chosen], head_weights=weights,
                                head_bias=bias)
 
