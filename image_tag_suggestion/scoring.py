@@ -138,9 +138,9 @@ class Scorer:
         self.input_dim = table.dim + self.face_dim + len(table.property_signals)
         if table.head_ids:
             self._head_weights_t = np.ascontiguousarray(table.head_weights.T, dtype=np.float32)
-        first_scene = len(table.ids) - len(table.scenes)
-        self._property_columns = [(first_scene + i, table.dim + self.face_dim + table.property_signals.index(t.signal),
-                                   t.signal) for i, t in enumerate(table.scenes) if t.signal]
+        # (the tag's column in the scores, its signal's column in the embedding, the signal)
+        self._property_columns = [(table.ids.index(t.id), table.dim + self.face_dim + table.property_signals.index(t.signal),
+                                   t.signal) for t in table.scenes if t.signal]
 
     def scores(self, embeddings: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """(N, D) or (D,) embeddings -> (N, n_tags) scores: classes, broader tags, people tags.
