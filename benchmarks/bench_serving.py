@@ -141,6 +141,11 @@ def people_cost(image_predictor: ImagePredictor, folder: list[Path], repeat: int
     detect_s = timed(lambda: detector.detect_batch(boxed), max(3, repeat // 3)) / len(pixels)
     print(f"\npeople tags, per photo: letterbox {letterbox_s * 1e3:.2f} ms (done in the decode threads), "
           f"face detector {detect_s * 1e3:.2f} ms (batches of {detector.batch_size})")
+    if image_predictor.person_gate is not None:
+        prepared = [image_predictor.prepare(image_predictor.load(str(p))) for p in folder]
+        looked = image_predictor.looks_for_faces(image_predictor.embed_crops(prepared))
+        print(f"faces looked for in {looked.sum()} of {len(folder)} photos of the folder (the scene head's "
+              f"\"person\" at least {image_predictor.person_gate.threshold:g})")
 
     def decode_and_embed():  # one thread, so the two runs compare the same work
         return image_predictor.predict_from_arrays([image_predictor.load(str(p)) for p in folder])

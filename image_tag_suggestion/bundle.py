@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from .files import atomic_write
-from .labels import EMBEDDINGS_FILE, LABELS_FILE, OPTIONAL_FILES, LabelTable
+from .labels import EMBEDDINGS_FILE, LABELS_FILE, OPTIONAL_FILES, LabelTable, read_person_row
 from .preprocessing import Preprocessing
 from .scoring import ScoringRule
 
@@ -115,6 +115,19 @@ class Bundle:
         return self._inside(name) if name else None
 
     @property
+    def person_gate_threshold(self) -> float | None:
+        """``faces.look_when_person_at_least`` in config.yaml: the faces of a photo are looked for
+        only when the scene head gives "person" at least this probability (``faces.PersonGate``);
+        None (the default): in every photo."""
+        value = (self.config.get("faces") or {}).get("look_when_person_at_least")
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise BundleError(f"bundle {self.folder}: faces.look_when_person_at_least must be a probability "
+                              f"from 0 up to (not including) 1, not {value!r}")
+        return float(value)
+
+    @property
     def property_signals(self) -> tuple[str, ...]:
         """The photo properties measured from the pixels (``properties`` in config.yaml, see
         ``properties.py``), in the order the embedding carries them."""
@@ -161,6 +174,25 @@ class Bundle:
                               f"{list(table.property_signals)}, but config.yaml's properties list "
                               f"{list(self.property_signals)}: the two must name the same ones")
         return table
+
+    def load_person_gate(self):
+        """When to look for faces (``faces.PersonGate``), or None: in every photo."""
+        threshold = self.person_gate_threshold
+        if threshold is None or self.face_detector_path is None:
+            return None
+        from .faces import PersonGate
+
+        try:
+            row = read_person_row(self.folder)
+        except ValueError as exc:
+            raise BundleError(f"bundle {self.folder}: {exc}") from None
+        if row is None:
+            raise BundleError(f"bundle {self.folder}: faces.look_when_person_at_least needs a scene head that "
+                              "scores the \"person\" tag, and its labels have none")
+        if row[0].shape != (self.embedding_dim,):
+            raise BundleError(f"bundle {self.folder}: the scene head's \"person\" row has {row[0].shape} "
+                              f"weights, the encoder gives {self.embedding_dim} values")
+        return PersonGate(row[0], row[1], threshold)
 
     def load_face_detector(self, num_threads: int | None = None):
         """The bundle's face detector, or None when it has none."""

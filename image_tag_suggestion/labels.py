@@ -331,6 +331,26 @@ class LabelTable:
             raise ValueError(f"label table in {folder}: malformed {LABELS_FILE} ({exc!r})") from None
 
 
+def read_person_row(folder: str | Path) -> tuple[np.ndarray, float] | None:
+    """The scene head's row for the people tag scored from the best face ("person"): its weights
+    and bias, or None when the head does not score it. Read without the rest of the table: the
+    image side needs only this row, to decide whether to look for faces (``faces.PersonGate``)."""
+    folder = Path(folder)
+    try:
+        document = json.loads((folder / LABELS_FILE).read_text(encoding="utf-8"))
+        head_ids = [str(i) for i in document.get("scene_head", [])]
+        person = [str(t["id"]) for t in document.get("people", []) if t.get("signal") == "person"]
+        rows = [head_ids.index(i) for i in person if i in head_ids]
+        if not rows:
+            return None
+        weights, bias = (np.load(folder / name, allow_pickle=False) for name in (HEAD_WEIGHTS_FILE, HEAD_BIAS_FILE))
+        return np.asarray(weights[rows[0]], np.float32), float(bias[rows[0]])
+    except FileNotFoundError as exc:
+        raise ValueError(f"label table in {folder}: missing file {Path(exc.filename).name}") from None
+    except (KeyError, TypeError, IndexError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"label table in {folder}: malformed {LABELS_FILE} ({exc!r})") from None
+
+
 def bare_name(name: str) -> str:
     """A display name without its sense note: "car (auto)" -> "car"."""
     return re.sub(r" \([^)]*\)$", "", name)

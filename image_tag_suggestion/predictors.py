@@ -15,22 +15,20 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 
 from .bundle import DEFAULT_CONFIG, Bundle, load_bundle
-from .faces import SIGNALS, letterbox_uint8, signals
+from .faces import NO_FACES, SIGNALS, letterbox_uint8, signals
 from .images import DEFAULT_MAX_PIXELS, MIN_SIDE, ImageSource, load_image
 from .properties import measure
 from .scoring import Scorer, Tag
 
 
 class Prepared(NamedTuple):
-    """One decoded image made ready for the models: the encoder's crops (one, or a few
-    along a panorama) and, when the bundle has a face detector, either its letterboxed input
-    or, once the detector has run (in a decode thread: ``tagging.tag_files``), its face signals;
-    and the photo properties the bundle measures (``properties.py``).
+    """One decoded image made ready for the models: the encoder's crops (one, or a few along a
+    panorama), the face detector's letterboxed input (``faces.letterbox_uint8``) when the bundle
+    has a detector, and the photo properties the bundle measures (``properties.py``).
     All small (150 kB a crop, 110 kB a letterbox): the decoded pixels are no longer needed."""
 
     crops: np.ndarray
     faces: tuple | None = None
-    people: np.ndarray | None = None
     properties: np.ndarray | None = None
 
 
@@ -39,7 +37,11 @@ class ImagePredictor:
 
     With a face detector in the bundle, each embedding ends with the face signals of
     ``faces.py``, then with the photo properties the bundle measures (``properties.py``);
-    ``embedding_dim`` counts them, ``visual_dim`` is the encoder's part.
+    ``embedding_dim`` counts them, ``visual_dim`` is the encoder's part. The steps of
+    :meth:`encode`, each a method of its own so that ``tagging.tag_files`` can run them in
+    different threads: :meth:`embed_crops` (the encoder), :meth:`looks_for_faces` (whether a
+    photo is worth the face detector, from its embedding: ``faces.PersonGate``),
+    :meth:`find_people` (the detector) and :meth:`join`.
     """
 
     def __init__(self, bundle: Bundle, num_threads: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
@@ -47,6 +49,7 @@ class ImagePredictor:
         self.preprocessing = bundle.preprocessing
         self.encoder = bundle.load_encoder(num_threads=num_threads)
         self.face_detector = bundle.load_face_detector(num_threads=num_threads)
+        self.person_gate = bundle.load_person_gate()
         self.property_signals = bundle.property_signals
         self.max_pixels = max_pixels
 
@@ -92,26 +95,51 @@ class ImagePredictor:
                         properties=measure(pixels, self.property_signals) if self.property_signals else None)
 
     def encode(self, prepared: Sequence[Prepared]) -> np.ndarray:
-        """Embed prepared images: the crops of all of them through the encoder in fixed-size
-        batches (a panorama's crops averaged), and the faces not found yet through the detector
-        likewise."""
+        """Embed prepared images: the crops of all of them through the encoder, then the faces of
+        those worth looking at through the detector, both in fixed-size batches."""
+        visual = self.embed_crops(prepared)
+        look = np.flatnonzero(self.looks_for_faces(visual))
+        people = self.find_people([prepared[i] for i in look], concurrent=True)
+        return self.join(visual, dict(zip(look, people)), prepared)
+
+    def embed_crops(self, prepared: Sequence[Prepared]) -> np.ndarray:
+        """The encoder's part of the embeddings, (N, visual_dim): all crops in fixed-size batches,
+        a panorama's crops averaged."""
         if len(prepared) == 0:
-            return np.zeros((0, self.embedding_dim), np.float32)
+            return np.zeros((0, self.visual_dim), np.float32)
         crops = prepared[0].crops if len(prepared) == 1 else np.concatenate([p.crops for p in prepared])
         outputs = self.encoder.encode_crops(crops, self.preprocessing.normalise)
         if len(outputs) == len(prepared):  # no panoramas: one crop each
-            embeddings = outputs
-        else:
-            ends = np.cumsum([len(p.crops) for p in prepared])
-            embeddings = np.stack([part.mean(axis=0) for part in np.split(outputs, ends[:-1])])
-        parts = [embeddings]
+            return outputs
+        ends = np.cumsum([len(p.crops) for p in prepared])
+        return np.stack([part.mean(axis=0) for part in np.split(outputs, ends[:-1])])
+
+    def looks_for_faces(self, visual: np.ndarray) -> np.ndarray:
+        """(N,) bool from :meth:`embed_crops`' output: which photos go through the face detector
+        (all without a gate, none without a detector)."""
+        if self.face_detector is None:
+            return np.zeros(len(visual), bool)
+        if self.person_gate is None:
+            return np.ones(len(visual), bool)
+        return self.person_gate(visual)
+
+    def find_people(self, prepared: Sequence[Prepared], concurrent: bool = False) -> list[np.ndarray]:
+        """The face signals of each prepared image, from one detector call a batch (thread-safe;
+        ``concurrent``: on a single-threaded runner of the call's own, see ``faces.FaceDetector``)."""
+        found = self.face_detector.detect_batch([p.faces for p in prepared], concurrent=concurrent) if prepared else []
+        return [signals(faces) for faces in found]
+
+    def join(self, visual: np.ndarray, people: dict[int, np.ndarray], prepared: Sequence[Prepared]) -> np.ndarray:
+        """The whole embeddings: the encoder's part, the face signals (``people``: by row, those
+        looked for; the others have none) and the photo properties."""
+        parts = [visual]
         if self.face_detector is not None:
-            todo = [i for i, p in enumerate(prepared) if p.people is None]
-            found = dict(zip(todo, self.face_detector.detect_batch([prepared[i].faces for i in todo], concurrent=True)))
-            parts.append(np.stack([signals(found[i]) if i in found else p.people for i, p in enumerate(prepared)]))
+            parts.append(np.stack([people.get(i, NO_FACES) for i in range(len(visual))]) if len(visual)
+                         else np.zeros((0, len(SIGNALS)), np.float32))
         if self.property_signals:
-            parts.append(np.stack([p.properties for p in prepared]))
-        return np.concatenate(parts, axis=1) if len(parts) > 1 else embeddings
+            parts.append(np.stack([p.properties for p in prepared]) if len(prepared)
+                         else np.zeros((0, len(self.property_signals)), np.float32))
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else visual
 
     def predict_from_files(self, files: Iterable[ImageSource]) -> np.ndarray:
         """Embed many images (errors raise; see ``tagging.tag_files`` for a forgiving batch run)."""

@@ -1,14 +1,19 @@
 """Many image files -> tags, forgiving: a bad file becomes an error record and the
-run goes on. Decoding runs in threads (Pillow and LiteRT release the GIL) while the
-encoder works on the previous batch: each decode thread takes a few photos (the face
-detector's batch), decodes them, cuts the encoder's crops and finds their faces in one
-single-threaded detector call, and hands over only the crops and the face signals.
+run goes on. Three steps overlap, so that two cores stay busy:
+
+1. decode (threads: Pillow releases the GIL): file -> upright pixels -> the encoder's crops,
+   the face detector's letterbox and the photo properties; the pixels are let go of here;
+2. encode (the caller's thread, LiteRT on half the cores): a batch's crops -> embeddings; the
+   photos whose embedding says a person may be in them go to the threads for faces
+   (``ImagePredictor.looks_for_faces``), one task a batch;
+3. finish (the caller's thread, one batch later): face signals and properties joined to the
+   embeddings, tags ranked, results yielded in input order.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -16,9 +21,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .encoder import default_num_threads
-from .faces import signals
 from .images import IMAGE_EXTENSIONS, ImageError, ImageSource, describe_source
-from .predictors import ImagePredictor, LabelPredictor
+from .predictors import ImagePredictor, LabelPredictor, Prepared
 from .scoring import Tag
 
 
@@ -87,65 +91,97 @@ def tag_files(
     ``also``: more models ``(name, image predictor, label predictor)`` to tag each image
     with; an image is decoded once for all of them.
     """
-    workers = workers or default_num_threads()
     models = [(None, image_predictor, label_predictor), *also]
     min_size = max([keep_pixels_min_size or 0] + [ip.preprocessing.resize for _, ip, _ in models])
+    ranking = (top_k, min_score, include_broader, order)
 
-    detector = image_predictor.face_detector
-    chunk = detector.batch_size if detector is not None else 1
-
-    def decode(file):
+    def decode(file) -> _Decoded:
         try:
             pixels = image_predictor.load(file, min_size=min_size)
-            return pixels, [ip.prepare(pixels) for _, ip, _ in models], None
+            return _Decoded([ip.prepare(pixels) for _, ip, _ in models], pixels=pixels if keep_pixels_min_size else None)
         except ImageError as exc:
-            return None, None, str(exc)
+            return _Decoded(error=str(exc))
         except MemoryError:
-            return None, None, f"{describe_source(file)}: out of memory while decoding"
+            return _Decoded(error=f"{describe_source(file)}: out of memory while decoding")
 
-    def prepare(files_chunk):
-        """A few files decoded and prepared in one decode thread, their faces found in one
-        detector call there: (ready per model, error, pixels when kept) each."""
-        done = [decode(file) for file in files_chunk]
-        good = [i for i, (_, ready, _) in enumerate(done) if ready is not None]
-        for m, (_, ip, _) in enumerate(models):
-            if ip.face_detector is not None and good:
-                found = ip.face_detector.detect_batch([done[i][1][m].faces for i in good], concurrent=True)
-                for i, faces in zip(good, found):
-                    done[i][1][m] = done[i][1][m]._replace(faces=None, people=signals(faces))
-        return [(ready, error, pixels if keep_pixels_min_size else None) for pixels, ready, error in done]
-
-    def submit(batch):
-        return [pool.submit(prepare, batch[i : i + chunk]) for i in range(0, len(batch), chunk)]
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers or default_num_threads()) as pool:
         batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
-        # Keep one batch decoding ahead of the one being encoded.
-        pending = [submit(batch) for batch in batches[:2]]
+        # One batch decodes ahead of the one being encoded; a batch's faces are looked for while
+        # the next one is encoded.
+        decoding = [[pool.submit(decode, file) for file in batch] for batch in batches[:2]]
+        finishing = None
         for index, batch in enumerate(batches):
-            prepared = [item for future in pending[index] for item in future.result()]
-            pending[index] = None
+            decoded = [future.result() for future in decoding[index]]
+            decoding[index] = None
             if index + 2 < len(batches):
-                pending.append(submit(batches[index + 2]))
-            good = [i for i, (ready, _, _) in enumerate(prepared) if ready is not None]
-            embeddings, tags = [], []
-            for m, (_, ip, lp) in enumerate(models):
-                if not good:
-                    break
-                embeddings.append(ip.encode([prepared[i][0][m] for i in good]))
-                tags.append(lp.predict_batch(embeddings[-1], top_k, min_score, include_broader, order))
-            row_of = dict(zip(good, range(len(good))))
-            for position, file in enumerate(batch):
-                yield _result(describe_source(file), prepared, position, row_of.get(position), embeddings, tags, models)
-            if on_done:
-                on_done(len(batch))
+                decoding.append([pool.submit(decode, file) for file in batches[index + 2]])
+            encoded = _encode(batch, decoded, models, pool)
+            if finishing is not None:
+                yield from _finish(finishing, models, ranking, on_done)
+            finishing = encoded
+        if finishing is not None:
+            yield from _finish(finishing, models, ranking, on_done)
 
 
-def _result(name, prepared, position, row, embeddings, tags, models) -> TagResult:
-    """The result of ``prepared[position]``, which is let go of: the result is the only holder
-    of the photo's pixels (when asked for), so they go when the caller drops it."""
-    (_, error, pixels), prepared[position] = prepared[position], None
+@dataclass
+class _Decoded:
+    """One file after step 1: prepared for each model, or the error that stopped it."""
+
+    prepared: list[Prepared] | None = None
+    error: str | None = None
+    pixels: np.ndarray | None = None  # only when the caller asked for them
+
+
+@dataclass
+class _Encoded:
+    """A batch after step 2: the encoder's embeddings per model, its faces perhaps still being
+    looked for (per model: the rows looked at and the future of their face signals, one task that
+    runs the detector over them in its fixed batches)."""
+
+    files: Sequence[ImageSource]
+    decoded: list[_Decoded]
+    good: list[int]  # positions of the files that decoded
+    visual: list[np.ndarray] = field(default_factory=list)
+    faces: list[tuple[np.ndarray, Future]] = field(default_factory=list)
+
+
+def _encode(files, decoded: list[_Decoded], models, pool: ThreadPoolExecutor) -> _Encoded:
+    """Step 2: the encoder on the caller's thread; the face detector's batches handed to the pool."""
+    encoded = _Encoded(files, decoded, [i for i, d in enumerate(decoded) if d.prepared is not None])
+    if not encoded.good:
+        return encoded
+    for m, (_, ip, _) in enumerate(models):
+        prepared = [decoded[i].prepared[m] for i in encoded.good]
+        visual = ip.embed_crops(prepared)
+        look = np.flatnonzero(ip.looks_for_faces(visual))
+        encoded.visual.append(visual)
+        encoded.faces.append((look, pool.submit(ip.find_people, [prepared[r] for r in look], True)))
+    return encoded
+
+
+def _finish(encoded: _Encoded, models, ranking, on_done) -> Iterator[TagResult]:
+    """Step 3: face signals joined, tags ranked, one result per file."""
+    tags, embeddings = [], []
+    for m, (_, ip, lp) in enumerate(models):
+        if not encoded.good:
+            break
+        rows, job = encoded.faces[m]
+        people = dict(zip(rows.tolist(), job.result()))
+        embeddings.append(ip.join(encoded.visual[m], people, [encoded.decoded[i].prepared[m] for i in encoded.good]))
+        tags.append(lp.predict_batch(embeddings[-1], *ranking))
+    row_of = dict(zip(encoded.good, range(len(encoded.good))))
+    for position, file in enumerate(encoded.files):
+        # Made by a call, so that no variable of this generator holds a result while it is out.
+        yield _result(describe_source(file), encoded.decoded, position, row_of.get(position), embeddings, tags, models)
+    if on_done:
+        on_done(len(encoded.files))
+
+
+def _result(name, decoded, position, row, embeddings, tags, models) -> TagResult:
+    """The result of ``decoded[position]``, which is let go of: the result is the only holder of
+    the photo's pixels (when asked for), so they go when the caller drops it."""
+    record, decoded[position] = decoded[position], None
     if row is None:
-        return TagResult(name, error=error)
+        return TagResult(name, error=record.error)
     more = {models[m][0]: tags[m][row] for m in range(1, len(models))}
-    return TagResult(name, tags=tags[0][row], embedding=embeddings[0][row], pixels=pixels, more=more)
+    return TagResult(name, tags=tags[0][row], embedding=embeddings[0][row], pixels=record.pixels, more=more)

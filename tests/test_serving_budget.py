@@ -63,16 +63,25 @@ def test_a_folder_plans_each_interpreter_once_and_finds_faces_in_batches(folder,
     assert allocations and all(count == 1 for count in allocations.values()), allocations
     detector_interpreters = [id(i) for runner in detector.runners for i in runner._interpreters.values()]
     encoder_interpreters = [id(i) for i in encoder._runner._interpreters.values()]
-    # A folder needs the batch interpreter of each model (never a batch-1 one, never a resize):
-    # one encoder's, and one detector's per decode thread.
-    assert len(encoder_interpreters) == 1 and 1 <= len(detector_interpreters) <= 2
-    assert all(list(runner._interpreters) in ([], [detector.batch_size]) for runner in detector.runners)
+    # Never a resize: the encoder's batch interpreter alone, and per detector runner its batch one
+    # (and a batch-1 one if a batch had a single photo worth looking at).
+    assert len(encoder_interpreters) == 1 and 1 <= len(detector_interpreters)
+    assert all(set(runner._interpreters) <= {1, detector.batch_size} for runner in detector.runners)
     assert detector.batch_size > 1
-    detector_calls = sum(invocations.get(i, 0) for i in detector_interpreters)
-    assert detector_calls <= math.ceil(PHOTOS / detector.batch_size)  # not one photo at a time
     crops = PHOTOS + 2 * 3  # each panorama is seen through 4 crops
     assert sum(invocations.get(i, 0) for i in encoder_interpreters) <= math.ceil(crops / encoder.batch_size) + 2
     assert set(allocations) <= set(detector_interpreters + encoder_interpreters)
+
+    # Faces are looked for only in the photos the scene head gives a chance of a person, in
+    # detector batches: not one photo at a time, and never more calls than for every photo.
+    embeddings = np.stack([r.embedding for r in results])
+    looked = image_predictor.looks_for_faces(embeddings[:, : image_predictor.visual_dim])
+    assert 0 < looked.sum() < PHOTOS
+    detector_calls = sum(invocations.get(i, 0) for i in detector_interpreters)
+    assert detector_calls <= math.ceil(PHOTOS / detector.batch_size)
+    assert detector_calls <= math.ceil(looked.sum() / detector.batch_size) + math.ceil(PHOTOS / 16)
+    faces = embeddings[:, image_predictor.visual_dim : image_predictor.visual_dim + 4]
+    assert not faces[~looked].any() and faces[looked, 0].max() > 0.5  # the astronaut's face is found
 
 
 def test_decoded_pixels_are_let_go_of_once_a_photo_is_prepared(folder):
@@ -89,9 +98,9 @@ def test_decoded_pixels_are_let_go_of_once_a_photo_is_prepared(folder):
     for index, result in enumerate(tag_files(folder, image_predictor, label_predictor, batch_size=8, workers=2)):
         assert result.ok and result.pixels is None
         gc.collect()
-        # Only photos being decoded now (a detector batch in each of the 2 threads) hold pixels:
-        # every other photo decoded so far is down to its crops and face signals.
-        assert sum(ref() is not None for ref in alive) <= 2 * image_predictor.face_detector.batch_size, index
+        # Only photos being decoded now (one in each of the 2 threads) hold pixels: every other
+        # photo decoded so far is down to its crops, its detector input and its properties.
+        assert sum(ref() is not None for ref in alive) <= 2, index
     gc.collect()
     assert len(alive) == PHOTOS and all(ref() is None for ref in alive)
 
