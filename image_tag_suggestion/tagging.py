@@ -3,7 +3,7 @@ run goes on. Three steps overlap, so that two cores stay busy:
 
 1. decode (threads: Pillow releases the GIL): file -> upright pixels -> the encoder's crops,
    the face detector's letterbox and the photo properties; the pixels are let go of here;
-2. encode (the caller's thread, LiteRT on half the cores): a batch's crops -> embeddings; the
+2. encode (the caller's thread, LiteRT on all cores): a batch's crops -> embeddings; the
    photos whose embedding says a person may be in them go to the threads for faces
    (``ImagePredictor.looks_for_faces``), one task a batch;
 3. finish (the caller's thread, one batch later): face signals and properties joined to the
