@@ -138,9 +138,9 @@ class Scorer:
         self.input_dim = table.dim + self.face_dim + len(table.property_signals)
         if table.head_ids:
             self._head_weights_t = np.ascontiguousarray(table.head_weights.T, dtype=np.float32)
-        # (the tag's column in the scores, its signal's column in the embedding, the signal)
-        self._property_columns = [(table.ids.index(t.id), table.dim + self.face_dim + table.property_signals.index(t.signal),
-                                   t.signal) for t in table.scenes if t.signal]
+        # (the tag's column in the scores, its signal's column among the properties, the signal)
+        self._property_columns = [(table.ids.index(t.id), table.property_signals.index(t.signal), t.signal)
+                                  for t in table.scenes if t.signal]
 
     def scores(self, embeddings: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """(N, D) or (D,) embeddings -> (N, n_tags) scores: classes, broader tags, people tags.
@@ -152,7 +152,7 @@ class Scorer:
         if embeddings.shape[1] != self.input_dim:
             raise ValueError(f"embedding has {embeddings.shape[1]} values, the labels need {self.input_dim}")
         signals = embeddings[:, self.table.dim : self.table.dim + self.face_dim]
-        whole = embeddings
+        properties = embeddings[:, self.table.dim + self.face_dim :]
         embeddings = embeddings[:, : self.table.dim]
         if self.rule.normalize:
             embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
@@ -183,7 +183,7 @@ class Scorer:
             targets = self.table.head_targets
             scores[:, targets] = np.maximum(scores[:, targets], head)
         for column, signal_column, signal in self._property_columns:
-            scores[:, column] = property_score(signal, whole[:, signal_column])
+            scores[:, column] = property_score(signal, properties[:, signal_column])
         return scores
 
     def _people(self, probabilities, signals, faces: Calibration, broader: Calibration, calibrated: bool) -> np.ndarray:
