@@ -118,14 +118,8 @@ class Bundle:
     def person_gate_threshold(self) -> float | None:
         """``faces.look_when_person_at_least`` in config.yaml: the faces of a photo are looked for
         only when the scene head gives "person" at least this probability (``faces.PersonGate``);
-        None (the default): in every photo."""
-        value = (self.config.get("faces") or {}).get("look_when_person_at_least")
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-            raise BundleError(f"bundle {self.folder}: faces.look_when_person_at_least must be a probability "
-                              f"from 0 up to (not including) 1, not {value!r}")
-        return float(value)
+        None (the default): in every photo. Checked when the bundle is loaded."""
+        return (self.config.get("faces") or {}).get("look_when_person_at_least")
 
     @property
     def property_signals(self) -> tuple[str, ...]:
@@ -192,7 +186,7 @@ class Bundle:
         if row[0].shape != (self.embedding_dim,):
             raise BundleError(f"bundle {self.folder}: the scene head's \"person\" row has {row[0].shape} "
                               f"weights, the encoder gives {self.embedding_dim} values")
-        return PersonGate(row[0], row[1], threshold)
+        return PersonGate(row[0], row[1], float(threshold))
 
     def load_face_detector(self, num_threads: int | None = None):
         """The bundle's face detector, or None when it has none."""
@@ -326,6 +320,7 @@ def _validated(folder: Path, config: dict, verify: bool) -> Bundle:
             raise BundleError(f"{where}: missing file {name}")
         if verify and sha256_of(file_path) != digest:
             raise BundleError(f"{where}: {name} does not match its sha256 in config.yaml (corrupted or edited)")
+    _check_faces(config.get("faces"), where)
     ranking = config.get("ranking", {})
     if ranking.get("order", "specific") not in ("specific", "score"):
         raise BundleError(f"{where}: ranking.order must be specific or score")
@@ -333,6 +328,22 @@ def _validated(folder: Path, config: dict, verify: bool) -> Bundle:
     if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not 0.0 <= min_score <= 1.0:
         raise BundleError(f"{where}: ranking.min_score must be a number between 0 and 1")
     return Bundle(folder=folder, config=config, preprocessing=preprocessing, scoring=scoring)
+
+
+def _check_faces(faces, where: str) -> None:
+    """The ``faces`` section: a detector, and perhaps when to run it (a probability strictly
+    between 0 and 1; leave the key out to look in every photo)."""
+    if faces is None:
+        return
+    if not isinstance(faces, dict) or not faces.get("detector"):
+        raise BundleError(f"{where}: faces needs a detector (faces.detector: a .tflite file of the bundle)")
+    unknown = sorted(set(map(str, faces)) - {"detector", "look_when_person_at_least"})
+    if unknown:
+        raise BundleError(f"{where}: unknown keys {unknown} under faces (known: detector, look_when_person_at_least)")
+    value = faces.get("look_when_person_at_least")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0):
+        raise BundleError(f"{where}: faces.look_when_person_at_least must be a probability between 0 and 1 "
+                          f"(both excluded), not {value!r}")
 
 
 def _listed_files(config: dict, where: str) -> dict:

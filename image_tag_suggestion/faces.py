@@ -122,9 +122,10 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
 
 
 NO_FACES = np.zeros(len(SIGNALS), np.float32)  # the signals of a photo without faces
+NO_FACES.flags.writeable = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PersonGate:
     """Whether a photo is worth the face detector. The detector costs more than anything else a
     photo's tags need but the encoder (5-7 ms a photo on a 2-core CPU), and most photos show
@@ -135,14 +136,13 @@ class PersonGate:
 
     weights: np.ndarray  # (visual_dim,): the head's row, on the unit-length embedding
     bias: float
-    threshold: float
+    threshold: float  # a probability, 0 < threshold < 1
 
     def __call__(self, visual: np.ndarray) -> np.ndarray:
         """(N, visual_dim) encoder embeddings -> (N,) bool: look for faces in these photos."""
         norms = np.maximum(np.linalg.norm(visual, axis=1), 1e-12)
         logits = (visual @ self.weights) / norms + np.float32(self.bias)
-        threshold = min(max(self.threshold, 1e-7), 1 - 1e-7)
-        return logits >= np.log(threshold / (1.0 - threshold))
+        return logits >= np.log(self.threshold / (1.0 - self.threshold))
 
 
 def signals(faces: list[Face]) -> np.ndarray:

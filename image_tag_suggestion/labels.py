@@ -344,7 +344,13 @@ def read_person_row(folder: str | Path) -> tuple[np.ndarray, float] | None:
         if not rows:
             return None
         weights, bias = (np.load(folder / name, allow_pickle=False) for name in (HEAD_WEIGHTS_FILE, HEAD_BIAS_FILE))
-        return np.asarray(weights[rows[0]], np.float32), float(bias[rows[0]])
+        if weights.ndim != 2 or len(weights) != len(head_ids) or bias.shape != (len(head_ids),):
+            raise ValueError(f"label table in {folder}: the scene head has {weights.shape} weights and "
+                             f"{bias.shape} biases for {len(head_ids)} tags")
+        row, offset = np.asarray(weights[rows[0]], np.float32), float(bias[rows[0]])
+        if not (np.all(np.isfinite(row)) and np.isfinite(offset)):
+            raise ValueError(f"label table in {folder}: the scene head's \"person\" row holds NaN or infinity")
+        return row, offset
     except FileNotFoundError as exc:
         raise ValueError(f"label table in {folder}: missing file {Path(exc.filename).name}") from None
     except (KeyError, TypeError, IndexError, AttributeError, json.JSONDecodeError) as exc:

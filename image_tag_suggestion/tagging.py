@@ -87,7 +87,8 @@ def tag_files(
     """Yield one :class:`TagResult` per file (path, upload or bytes), in input order.
 
     ``keep_pixels_min_size``: also return each decoded image, with its short side
-    at least this big (for showing it); by default pixels are not kept.
+    at least this big (for showing it; those of up to four batches are alive at once, from
+    decoding to their results); by default pixels are not kept.
     ``also``: more models ``(name, image predictor, label predictor)`` to tag each image
     with; an image is decoded once for all of them.
     """
@@ -104,23 +105,26 @@ def tag_files(
         except MemoryError:
             return _Decoded(error=f"{describe_source(file)}: out of memory while decoding")
 
-    with ThreadPoolExecutor(max_workers=workers or default_num_threads()) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers or default_num_threads())
+    try:
         batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
         # One batch decodes ahead of the one being encoded; a batch's faces are looked for while
-        # the next one is encoded.
+        # the next one is encoded (its task queued before the decoding of the one after).
         decoding = [[pool.submit(decode, file) for file in batch] for batch in batches[:2]]
         finishing = None
         for index, batch in enumerate(batches):
             decoded = [future.result() for future in decoding[index]]
             decoding[index] = None
+            encoded = _encode(batch, decoded, models, pool)
             if index + 2 < len(batches):
                 decoding.append([pool.submit(decode, file) for file in batches[index + 2]])
-            encoded = _encode(batch, decoded, models, pool)
             if finishing is not None:
                 yield from _finish(finishing, models, ranking, on_done)
             finishing = encoded
         if finishing is not None:
             yield from _finish(finishing, models, ranking, on_done)
+    finally:  # also when the caller stops early: queued decoding is dropped, not waited for
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -136,13 +140,14 @@ class _Decoded:
 class _Encoded:
     """A batch after step 2: the encoder's embeddings per model, its faces perhaps still being
     looked for (per model: the rows looked at and the future of their face signals, one task that
-    runs the detector over them in its fixed batches)."""
+    runs the detector over them in its fixed batches; None when no photo is looked at). What is
+    left of each prepared photo is its properties: crops and letterboxes are let go of here."""
 
     files: Sequence[ImageSource]
     decoded: list[_Decoded]
     good: list[int]  # positions of the files that decoded
     visual: list[np.ndarray] = field(default_factory=list)
-    faces: list[tuple[np.ndarray, Future]] = field(default_factory=list)
+    faces: list[tuple[np.ndarray, Future | None]] = field(default_factory=list)
 
 
 def _encode(files, decoded: list[_Decoded], models, pool: ThreadPoolExecutor) -> _Encoded:
@@ -154,8 +159,11 @@ def _encode(files, decoded: list[_Decoded], models, pool: ThreadPoolExecutor) ->
         prepared = [decoded[i].prepared[m] for i in encoded.good]
         visual = ip.embed_crops(prepared)
         look = np.flatnonzero(ip.looks_for_faces(visual))
+        job = pool.submit(ip.find_people, [prepared[r] for r in look], True) if len(look) else None
         encoded.visual.append(visual)
-        encoded.faces.append((look, pool.submit(ip.find_people, [prepared[r] for r in look], True)))
+        encoded.faces.append((look, job))
+        for i in encoded.good:
+            decoded[i].prepared[m] = decoded[i].prepared[m]._replace(crops=None, faces=None)
     return encoded
 
 
@@ -166,7 +174,7 @@ def _finish(encoded: _Encoded, models, ranking, on_done) -> Iterator[TagResult]:
         if not encoded.good:
             break
         rows, job = encoded.faces[m]
-        people = dict(zip(rows.tolist(), job.result()))
+        people = dict(zip(rows.tolist(), job.result())) if job is not None else {}
         embeddings.append(ip.join(encoded.visual[m], people, [encoded.decoded[i].prepared[m] for i in encoded.good]))
         tags.append(lp.predict_batch(embeddings[-1], *ranking))
     row_of = dict(zip(encoded.good, range(len(encoded.good))))

@@ -84,6 +84,8 @@ def test_faces_are_looked_for_only_where_a_person_may_be(skimage_photos, matplot
 
     faces = slice(gated.visual_dim, gated.visual_dim + len(SIGNALS))
     with_gate, without = gated.encode(prepared), everywhere.encode(prepared)
+    # Exactly equal: each photo's row of a detector batch is computed on its own (padding and
+    # batch-mates change no other row), so looking at fewer photos changes none of theirs.
     np.testing.assert_array_equal(with_gate[looked], without[looked])
     assert not with_gate[~looked, faces].any()
     np.testing.assert_array_equal(with_gate[~looked, : gated.visual_dim], without[~looked, : gated.visual_dim])
@@ -101,25 +103,39 @@ def test_a_gate_is_a_probability_on_a_head_that_scores_person(tmp_path):
     folder = tmp_path / "bundle"
     shutil.copytree(load_bundle().folder, folder)
     config = yaml.safe_load((folder / "config.yaml").read_text())
-    for bad in (1.0, -0.1, "0.05", True):
+    for bad in (0, 1.0, -0.1, "0.05", True):  # refused when the bundle is loaded
         config["faces"]["look_when_person_at_least"] = bad
         write_config(folder, config)
         with pytest.raises(BundleError, match="look_when_person_at_least must be a probability"):
-            load_bundle(folder).load_person_gate()
+            load_bundle(folder)
     config["faces"]["look_when_person_at_least"] = 0.2
     write_config(folder, config)
     assert load_bundle(folder).load_person_gate().threshold == 0.2
     del config["faces"]["look_when_person_at_least"]
     write_config(folder, config)
     assert load_bundle(folder).load_person_gate() is None  # without the key: faces looked for everywhere
+    config["faces"]["look_when_person_at_lest"] = 0.05  # a misspelt key is no silent "everywhere"
+    write_config(folder, config)
+    with pytest.raises(BundleError, match="unknown keys"):
+        load_bundle(folder)
+    del config["faces"]["look_when_person_at_lest"]
 
-    # A head that does not score "person" cannot gate the detector (the label table is not loaded:
-    # the gate reads its row alone).
-    labels = json.loads((folder / "labels.json").read_text())
-    labels["scene_head"].remove("n00007846")  # the head no longer scores "person"
-    (folder / "labels.json").write_text(json.dumps(labels))
+    # The gate reads the head's "person" row alone (not the label table): it checks that row itself.
     config["faces"]["look_when_person_at_least"] = 0.05
-    config["files"]["labels.json"] = None
+    config["files"]["labels.json"] = config["files"]["scene_head_weights.npy"] = None
+    weights = np.load(folder / "scene_head_weights.npy")
+    np.save(folder / "scene_head_weights.npy", weights[:-1])
+    write_config(folder, config)
+    with pytest.raises(BundleError, match="scene head has"):
+        load_bundle(folder).load_person_gate()
+    np.save(folder / "scene_head_weights.npy", weights)
+    labels = json.loads((folder / "labels.json").read_text())
+    row = labels["scene_head"].index("n00007846")  # person
+    np.save(folder / "scene_head_weights.npy", np.delete(weights, row, axis=0))
+    np.save(folder / "scene_head_bias.npy", np.delete(np.load(folder / "scene_head_bias.npy"), row))
+    labels["scene_head"].remove("n00007846")  # a head that does not score "person" cannot gate the detector
+    (folder / "labels.json").write_text(json.dumps(labels))
+    config["files"]["scene_head_bias.npy"] = None
     write_config(folder, config)
     with pytest.raises(BundleError, match="scores the \"person\" tag"):
         load_bundle(folder).load_person_gate()

@@ -57,7 +57,8 @@ def test_a_folder_plans_each_interpreter_once_and_finds_faces_in_batches(folder,
     allocations, invocations = counted
     image_predictor, label_predictor = ImagePredictor.init_from_config_path(), LabelPredictor.init_from_config_path()
     detector, encoder = image_predictor.face_detector, image_predictor.encoder
-    results = list(tag_files(folder, image_predictor, label_predictor, batch_size=16, workers=2))
+    batch_size = 16
+    results = list(tag_files(folder, image_predictor, label_predictor, batch_size=batch_size, workers=2))
     assert all(r.ok for r in results) and len(results) == PHOTOS
 
     assert allocations and all(count == 1 for count in allocations.values()), allocations
@@ -79,7 +80,7 @@ def test_a_folder_plans_each_interpreter_once_and_finds_faces_in_batches(folder,
     assert 0 < looked.sum() < PHOTOS
     detector_calls = sum(invocations.get(i, 0) for i in detector_interpreters)
     assert detector_calls <= math.ceil(PHOTOS / detector.batch_size)
-    assert detector_calls <= math.ceil(looked.sum() / detector.batch_size) + math.ceil(PHOTOS / 16)
+    assert detector_calls <= math.ceil(looked.sum() / detector.batch_size) + math.ceil(PHOTOS / batch_size)
     faces = embeddings[:, image_predictor.visual_dim : image_predictor.visual_dim + 4]
     assert not faces[~looked].any() and faces[looked, 0].max() > 0.5  # the astronaut's face is found
 
