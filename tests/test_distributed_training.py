@@ -22,10 +22,11 @@ pytestmark = pytest.mark.slow
 # Held-out mean average precision on generated photos no run trained on: the same model before
 # fit sits at 0.58 (chance is about 0.5). Two replicas do not train the same way twice (thread
 # timing changes the order of float sums): after 8 epochs of 128 photos they reached 0.66-0.82
-# over six runs here and in CI, after 12 epochs 0.72-0.82 over five. A loss with the wrong sign
-# moves the weights as much and ranks the true tags below chance (0.48); an untrained model stays
-# at 0.56-0.60. The bar sits between: 12 epochs, and at least 0.65 and 0.07 above the start.
-FLOOR, MARGIN = 0.65, 0.07
+# over six runs here and in CI, after 12 epochs 0.72-0.82 over five, and 0.650 once in CI
+# (from 0.583). A loss with the wrong sign moves the weights as much and ranks the true tags
+# below chance (0.48); an untrained model stays at 0.56-0.60. The bar sits between, under the
+# worst trained run seen: 12 epochs, and at least 0.62 and 0.04 above the start.
+FLOOR, MARGIN = 0.62, 0.04
 
 
 @pytest.fixture(scope="module")
