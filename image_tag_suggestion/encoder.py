@@ -21,8 +21,12 @@ from typing import Callable
 
 import numpy as np
 
-#: Images per encoder call in a batch run (a tagging batch with panoramas is several calls).
+#: Images per encoder call on all cores (a tagging batch with panoramas is several calls).
 DEFAULT_BATCH = 8
+#: Images per call of a single-threaded runner (``concurrent=True``). Measured here on one
+#: thread: batches of 2 took 11.1 ms an image, of 1 12.4 ms, of 8 16.7 ms (the larger batch's
+#: activations no longer fit in the cache), and the arena of a batch of 2 is half a batch of 8's.
+CONCURRENT_BATCH = 2
 
 
 def default_num_threads() -> int:
@@ -96,17 +100,44 @@ class FixedBatch:
         return [np.concatenate(parts) for parts in results]
 
 
+class RunnerPool:
+    """Single-threaded runners of one model (see :class:`FixedBatch`), one for each caller running
+    at the same time: made as callers need them, then reused (thread-safe).
+
+    Two batches run side by side, a thread each, keep two cores busy without the waiting that
+    one run on two threads costs (XNNPACK's threads spin while they wait for each other).
+    """
+
+    def __init__(self, path: Path, batch_size: int, first: FixedBatch | None = None):
+        self._make = lambda: FixedBatch(path, 1, batch_size)
+        self.batch_size = max(1, int(batch_size))
+        self.runners: list[FixedBatch] = [first] if first is not None else []
+        self._idle = list(self.runners)
+        self._lock = threading.Lock()
+
+    def run(self, count: int, fill: Callable[[np.ndarray, int, int], None], outputs: list[int]) -> list[np.ndarray]:
+        """:meth:`FixedBatch.run` on a runner no other caller is using."""
+        with self._lock:
+            runner = self._idle.pop() if self._idle else None
+        if runner is None:
+            runner = self._make()
+            with self._lock:
+                self.runners.append(runner)
+        try:
+            return runner.run(count, fill, outputs)
+        finally:
+            with self._lock:
+                self._idle.append(runner)
+
+
 class TfliteEncoder:
     """Runs a ``.tflite`` model from (N, S, S, 3) images to (N, D) float32 embeddings.
 
-    The interpreter is not thread-safe, so calls are serialised with a lock; images are
-    run ``batch_size`` at a time (see :class:`FixedBatch`), on ``num_threads`` threads, one
-    image (the app, a photo's latency) and batches alike. Batches come from ``tag_files``,
-    whose decode threads run beside the encoder: while they also ran the face detector on
-    every photo, an encoder on half the cores was faster; since faces are looked for only
-    where a person may be, the decode threads leave a core idle often enough that a
-    two-threaded encoder tagged 354 photos in 0.84x the wall time of a single-threaded one on
-    two cores (8 alternating runs each, the same CPU time within 2%).
+    Images are run ``batch_size`` at a time (see :class:`FixedBatch`). A call on its own (one
+    photo in the app, ``predict_from_file``) runs on ``num_threads`` threads, the shortest wait
+    for one result; calls made ``concurrent=True`` (``tag_files``' batches, several at once in
+    its worker threads) each take a single-threaded runner of their own (:class:`RunnerPool`),
+    which spends less CPU per image than sharing the cores inside one run.
     """
 
     def __init__(self, path: str | Path, num_threads: int | None = None, batch_size: int = DEFAULT_BATCH):
@@ -114,6 +145,7 @@ class TfliteEncoder:
         self.num_threads = num_threads or default_num_threads()
         try:
             self._runner = FixedBatch(self.path, self.num_threads, batch_size)
+            self._concurrent = RunnerPool(self.path, min(batch_size, CONCURRENT_BATCH))
         except (ValueError, RuntimeError) as exc:
             raise ValueError(f"{self.path}: not a usable .tflite model ({exc})") from None
         inputs, outputs = self._runner.details()
@@ -130,6 +162,11 @@ class TfliteEncoder:
     def batch_size(self) -> int:
         return self._runner.batch_size
 
+    @property
+    def runners(self) -> list[FixedBatch]:
+        """Every runner made so far: the shared one, then the single-threaded ones."""
+        return [self._runner, *self._concurrent.runners]
+
     def encode(self, images: np.ndarray) -> np.ndarray:
         """Embed a batch of preprocessed float32 images; returns float32 (N, D)."""
         images = np.asarray(images)
@@ -140,21 +177,24 @@ class TfliteEncoder:
 
         return self._encode(len(images), fill)
 
-    def encode_crops(self, crops: np.ndarray, normalise: Callable[..., np.ndarray]) -> np.ndarray:
+    def encode_crops(self, crops: np.ndarray, normalise: Callable[..., np.ndarray],
+                     concurrent: bool = False) -> np.ndarray:
         """Embed uint8 crops (N, S, S, 3): ``normalise(crops, out=...)`` writes each batch's model
-        input straight into the interpreter (no float32 copy of the batch is ever made)."""
+        input straight into the interpreter (no float32 copy of the batch is ever made).
+        ``concurrent``: on a single-threaded runner of the call's own (see the class)."""
         self._check(crops)
 
         def fill(view, start, stop):
             normalise(crops[start:stop], out=view[: stop - start])
 
-        return self._encode(len(crops), fill)
+        return self._encode(len(crops), fill, concurrent)
 
     def _check(self, images: np.ndarray) -> None:
         if images.ndim != 4 or images.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"expected (N, {self.input_size}, {self.input_size}, 3), got {images.shape}")
 
-    def _encode(self, count: int, fill) -> np.ndarray:
+    def _encode(self, count: int, fill, concurrent: bool = False) -> np.ndarray:
         if count == 0:
             return np.zeros((0, self.dim), np.float32)
-        return self._runner.run(count, fill, [self._output])[0].astype(np.float32, copy=False)
+        runner = self._concurrent if concurrent else self._runner
+        return runner.run(count, fill, [self._output])[0].astype(np.float32, copy=False)

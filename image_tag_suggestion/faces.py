@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .encoder import FixedBatch, default_num_threads
+from .encoder import FixedBatch, RunnerPool, default_num_threads
 
 INPUT_SIZE = 192
 GRID = 48  # anchors per side: stride 4 over 192 pixels, one anchor per cell
@@ -157,8 +157,8 @@ class FaceDetector:
     Faces are found a batch at a time (:meth:`detect_batch`): ``batch_size`` images per call
     on an interpreter sized once (the model folds its batch into the anchor axis, which is
     undone here), a single image through a batch-1 one; see ``encoder.FixedBatch``. Calls
-    made ``concurrent=True`` (decode threads, several at once; and the predictor's own calls)
-    each take a single-threaded runner of their own from a small pool: the detector's small
+    made ``concurrent=True`` (``tag_files``' worker threads, several at once; and the predictor's
+    own calls) each take a single-threaded runner of their own (``encoder.RunnerPool``): the detector's small
     layers gain little from a second thread and cost more CPU with one, while two photos'
     detections side by side keep both cores busy. Other calls share one runner of
     ``num_threads`` threads, made on first use.
@@ -178,8 +178,7 @@ class FaceDetector:
                 or list(outputs[0]["shape"]) != [1, GRID * GRID, 16] or list(outputs[1]["shape"]) != [1, GRID * GRID, 1]):
             raise ValueError(f"{self.path}: not a BlazeFace full-range model (192x192 in, 2304 anchors out)")
         self._outputs = [outputs[0]["index"], outputs[1]["index"]]
-        self.worker_runners: list[FixedBatch] = [first]  # made as decode threads need them, then reused
-        self._idle: list[FixedBatch] = [first]
+        self._concurrent = RunnerPool(self.path, self._batch_size, first=first)
         self._runner: FixedBatch | None = None  # the caller's thread's, made on first use
         self._lock = threading.Lock()
 
@@ -189,7 +188,7 @@ class FaceDetector:
 
     @property
     def runners(self) -> list[FixedBatch]:
-        return [*([self._runner] if self._runner else []), *self.worker_runners]
+        return [*([self._runner] if self._runner else []), *self._concurrent.runners]
 
     def detect(self, pixels: np.ndarray) -> list[Face]:
         """The faces in one upright RGB uint8 image, most confident first."""
@@ -214,24 +213,10 @@ class FaceDetector:
                     row[...] = image
 
         if concurrent:
-            runner = self._take()
-            try:
-                raw_boxes, raw_scores = runner.run(len(letterboxed), fill, self._outputs)
-            finally:
-                with self._lock:
-                    self._idle.append(runner)
+            raw_boxes, raw_scores = self._concurrent.run(len(letterboxed), fill, self._outputs)
         else:
             with self._lock:
                 if self._runner is None:
                     self._runner = FixedBatch(self.path, self.num_threads, self._batch_size)
             raw_boxes, raw_scores = self._runner.run(len(letterboxed), fill, self._outputs)
         return [decode(boxes, scores, cover) for boxes, scores, (_, cover) in zip(raw_boxes, raw_scores, letterboxed)]
-
-    def _take(self) -> FixedBatch:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        runner = FixedBatch(self.path, 1, self._batch_size)
-        with self._lock:
-            self.worker_runners.append(runner)
-        return runner

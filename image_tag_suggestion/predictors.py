@@ -38,10 +38,9 @@ class ImagePredictor:
     With a face detector in the bundle, each embedding ends with the face signals of
     ``faces.py``, then with the photo properties the bundle measures (``properties.py``);
     ``embedding_dim`` counts them, ``visual_dim`` is the encoder's part. The steps of
-    :meth:`encode`, each a method of its own so that ``tagging.tag_files`` can run them in
-    different threads: :meth:`embed_crops` (the encoder), :meth:`looks_for_faces` (whether a
-    photo is worth the face detector, from its embedding: ``faces.PersonGate``),
-    :meth:`find_people` (the detector) and :meth:`join`.
+    :meth:`encode`, each a method of its own: :meth:`embed_crops` (the encoder),
+    :meth:`looks_for_faces` (whether a photo is worth the face detector, from its embedding:
+    ``faces.PersonGate``), :meth:`find_people` (the detector) and :meth:`join`.
     """
 
     def __init__(self, bundle: Bundle, num_threads: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
@@ -94,21 +93,23 @@ class ImagePredictor:
         return Prepared(self.preprocessing.tiles(pixels), letterbox_uint8(pixels) if self.face_detector else None,
                         properties=measure(pixels, self.property_signals) if self.property_signals else None)
 
-    def encode(self, prepared: Sequence[Prepared]) -> np.ndarray:
+    def encode(self, prepared: Sequence[Prepared], concurrent: bool = False) -> np.ndarray:
         """Embed prepared images: the crops of all of them through the encoder, then the faces of
-        those worth looking at through the detector, both in fixed-size batches."""
-        visual = self.embed_crops(prepared)
+        those worth looking at through the detector, both in fixed-size batches (thread-safe;
+        ``concurrent``: the encoder on a single-threaded runner of the call's own, for callers
+        that run several at once, see ``encoder.TfliteEncoder``)."""
+        visual = self.embed_crops(prepared, concurrent)
         look = np.flatnonzero(self.looks_for_faces(visual))
         people = self.find_people([prepared[i] for i in look], concurrent=True)
         return self.join(visual, dict(zip(look, people)), prepared)
 
-    def embed_crops(self, prepared: Sequence[Prepared]) -> np.ndarray:
+    def embed_crops(self, prepared: Sequence[Prepared], concurrent: bool = False) -> np.ndarray:
         """The encoder's part of the embeddings, (N, visual_dim): all crops in fixed-size batches,
         a panorama's crops averaged."""
         if len(prepared) == 0:
             return np.zeros((0, self.visual_dim), np.float32)
         crops = prepared[0].crops if len(prepared) == 1 else np.concatenate([p.crops for p in prepared])
-        outputs = self.encoder.encode_crops(crops, self.preprocessing.normalise)
+        outputs = self.encoder.encode_crops(crops, self.preprocessing.normalise, concurrent)
         if len(outputs) == len(prepared):  # no panoramas: one crop each
             return outputs
         ends = np.cumsum([len(p.crops) for p in prepared])

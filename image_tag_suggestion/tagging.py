@@ -1,18 +1,25 @@
 """Many image files -> tags, forgiving: a bad file becomes an error record and the
-run goes on. Three steps overlap, so that two cores stay busy:
+run goes on. Three steps overlap, so that every core stays busy:
 
-1. decode (threads: Pillow releases the GIL): file -> upright pixels -> the encoder's crops,
-   the face detector's letterbox and the photo properties; the pixels are let go of here;
-2. encode (the caller's thread, LiteRT on all cores): a batch's crops -> embeddings; the
-   photos whose embedding says a person may be in them go to the threads for faces
-   (``ImagePredictor.looks_for_faces``), one task a batch;
-3. finish (the caller's thread, one batch later): face signals and properties joined to the
-   embeddings, tags ranked, results yielded in input order.
+1. decode (worker threads, a task a file; Pillow releases the GIL): file -> upright pixels ->
+   the encoder's crops, the face detector's letterbox and the photo properties; the pixels are
+   let go of here;
+2. embed (worker threads, a task a batch; LiteRT releases the GIL): ``ImagePredictor.encode``,
+   the crops through the encoder, then the photos whose embedding says a person may be in them
+   through the face detector, each on a single-threaded runner of the task's own; crops and
+   letterboxes are let go of after it;
+3. finish (the caller's thread, one batch behind): tags ranked, results yielded in input order.
+
+Every task is single-threaded and there are as many worker threads as cores: two batches
+embedded side by side, or one beside decoding, never ask for more threads than there are
+cores. A run of one batch (an upload in the app) embeds on all cores instead, the
+shortest wait for its one result.
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,84 +112,56 @@ def tag_files(
         except MemoryError:
             return _Decoded(error=f"{describe_source(file)}: out of memory while decoding")
 
+    def embed(decoded: list[_Decoded], concurrent: bool) -> list[np.ndarray]:
+        good = [d.prepared for d in decoded if d.prepared is not None]
+        embeddings = [ip.encode([p[m] for p in good], concurrent) for m, (_, ip, _) in enumerate(models)] if good else []
+        for record in decoded:  # crops and letterboxes are let go of; pixels, if asked for, stay
+            record.prepared = None
+        return embeddings
+
     pool = ThreadPoolExecutor(max_workers=workers or default_num_threads())
     try:
         batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
-        # One batch decodes ahead of the one being encoded; a batch's faces are looked for while
-        # the next one is encoded (its task queued before the decoding of the one after).
+        concurrent = len(batches) > 1
+        # Two batches decode ahead of the one being embedded, and one embedded batch waits to be
+        # finished while the next is embedded: enough queued work to keep every thread busy.
         decoding = [[pool.submit(decode, file) for file in batch] for batch in batches[:2]]
-        finishing = None
+        embedding: deque[tuple[Sequence[ImageSource], list[_Decoded], Future]] = deque()
         for index, batch in enumerate(batches):
             decoded = [future.result() for future in decoding[index]]
             decoding[index] = None
-            encoded = _encode(batch, decoded, models, pool)
+            embedding.append((batch, decoded, pool.submit(embed, decoded, concurrent)))
             if index + 2 < len(batches):
                 decoding.append([pool.submit(decode, file) for file in batches[index + 2]])
-            if finishing is not None:
-                yield from _finish(finishing, models, ranking, on_done)
-            finishing = encoded
-        if finishing is not None:
-            yield from _finish(finishing, models, ranking, on_done)
-    finally:  # also when the caller stops early: queued decoding is dropped, not waited for
+            if len(embedding) > 1:
+                yield from _finish(*embedding.popleft(), models, ranking, on_done)
+        while embedding:
+            yield from _finish(*embedding.popleft(), models, ranking, on_done)
+    finally:  # also when the caller stops early: queued work is dropped, not waited for
         pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
 class _Decoded:
-    """One file after step 1: prepared for each model, or the error that stopped it."""
+    """One file after step 1: prepared for each model (until step 2 is done with it), or the
+    error that stopped it."""
 
     prepared: list[Prepared] | None = None
     error: str | None = None
     pixels: np.ndarray | None = None  # only when the caller asked for them
 
 
-@dataclass
-class _Encoded:
-    """A batch after step 2: the encoder's embeddings per model, its faces perhaps still being
-    looked for (per model: the rows looked at and the future of their face signals, one task that
-    runs the detector over them in its fixed batches; None when no photo is looked at). What is
-    left of each prepared photo is its properties: crops and letterboxes are let go of here."""
-
-    files: Sequence[ImageSource]
-    decoded: list[_Decoded]
-    good: list[int]  # positions of the files that decoded
-    visual: list[np.ndarray] = field(default_factory=list)
-    faces: list[tuple[np.ndarray, Future | None]] = field(default_factory=list)
-
-
-def _encode(files, decoded: list[_Decoded], models, pool: ThreadPoolExecutor) -> _Encoded:
-    """Step 2: the encoder on the caller's thread; the face detector's batches handed to the pool."""
-    encoded = _Encoded(files, decoded, [i for i, d in enumerate(decoded) if d.prepared is not None])
-    if not encoded.good:
-        return encoded
-    for m, (_, ip, _) in enumerate(models):
-        prepared = [decoded[i].prepared[m] for i in encoded.good]
-        visual = ip.embed_crops(prepared)
-        look = np.flatnonzero(ip.looks_for_faces(visual))
-        job = pool.submit(ip.find_people, [prepared[r] for r in look], True) if len(look) else None
-        encoded.visual.append(visual)
-        encoded.faces.append((look, job))
-        for i in encoded.good:
-            decoded[i].prepared[m] = decoded[i].prepared[m]._replace(crops=None, faces=None)
-    return encoded
-
-
-def _finish(encoded: _Encoded, models, ranking, on_done) -> Iterator[TagResult]:
-    """Step 3: face signals joined, tags ranked, one result per file."""
-    tags, embeddings = [], []
-    for m, (_, ip, lp) in enumerate(models):
-        if not encoded.good:
-            break
-        rows, job = encoded.faces[m]
-        people = dict(zip(rows.tolist(), job.result())) if job is not None else {}
-        embeddings.append(ip.join(encoded.visual[m], people, [encoded.decoded[i].prepared[m] for i in encoded.good]))
-        tags.append(lp.predict_batch(embeddings[-1], *ranking))
-    row_of = dict(zip(encoded.good, range(len(encoded.good))))
-    for position, file in enumerate(encoded.files):
+def _finish(files, decoded: list[_Decoded], embedding: Future, models, ranking, on_done) -> Iterator[TagResult]:
+    """Step 3: tags ranked, one result per file."""
+    embeddings = embedding.result()
+    tags = [lp.predict_batch(e, *ranking) for e, (_, _, lp) in zip(embeddings, models)]
+    good = [i for i, d in enumerate(decoded) if d.error is None]
+    row_of = dict(zip(good, range(len(good))))
+    for position, file in enumerate(files):
         # Made by a call, so that no variable of this generator holds a result while it is out.
-        yield _result(describe_source(file), encoded.decoded, position, row_of.get(position), embeddings, tags, models)
+        yield _result(describe_source(file), decoded, position, row_of.get(position), embeddings, tags, models)
     if on_done:
-        on_done(len(encoded.files))
+        on_done(len(files))
 
 
 def _result(name, decoded, position, row, embeddings, tags, models) -> TagResult:

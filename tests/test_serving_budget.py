@@ -63,14 +63,17 @@ def test_a_folder_plans_each_interpreter_once_and_finds_faces_in_batches(folder,
 
     assert allocations and all(count == 1 for count in allocations.values()), allocations
     detector_interpreters = [id(i) for runner in detector.runners for i in runner._interpreters.values()]
-    encoder_interpreters = [id(i) for i in encoder._runner._interpreters.values()]
-    # Never a resize: the encoder's batch interpreter alone, and per detector runner its batch one
-    # (and a batch-1 one if a batch had a single photo worth looking at).
-    assert len(encoder_interpreters) == 1 and 1 <= len(detector_interpreters)
-    assert all(set(runner._interpreters) <= {1, detector.batch_size} for runner in detector.runners)
-    assert detector.batch_size > 1
+    encoder_interpreters = [id(i) for runner in encoder.runners for i in runner._interpreters.values()]
+    # Never a resize: per runner its batch interpreter (and a batch-1 one if a call had a single
+    # image). The batches are embedded in the 2 worker threads, a single-threaded runner each,
+    # not on the encoder's shared all-cores runner.
+    for runner in (*encoder.runners, *detector.runners):
+        assert set(runner._interpreters) <= {1, runner.batch_size}
+    assert not encoder.runners[0]._interpreters and 1 <= len(encoder.runners[1:]) <= 2
+    assert 1 <= len(detector_interpreters) and detector.batch_size > 1
     crops = PHOTOS + 2 * 3  # each panorama is seen through 4 crops
-    assert sum(invocations.get(i, 0) for i in encoder_interpreters) <= math.ceil(crops / encoder.batch_size) + 2
+    per_call = encoder.runners[1].batch_size
+    assert sum(invocations.get(i, 0) for i in encoder_interpreters) <= math.ceil(crops / per_call) + math.ceil(PHOTOS / batch_size)
     assert set(allocations) <= set(detector_interpreters + encoder_interpreters)
 
     # Faces are looked for only in the photos the scene head gives a chance of a person, in
