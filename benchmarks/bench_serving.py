@@ -351,6 +351,10 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=None, help="with --against: photos to tag (default: made)")
     parser.add_argument("--rounds", type=int, default=5, help="with --against: alternating rounds")
     args = parser.parse_args()
+    # The processes measured cache their bytecode as on a user's machine (pip writes it at install,
+    # an editable install on first import): where the environment turns that off, each cold start
+    # would compile the package's modules from source again (20-60 ms here).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     photos = source_photos()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     big = work / "twelve_mp.jpg"

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--order", choices=("specific", "score"), default=None,
                      help="rank by expected specificity (default) or by raw score")
     tag.add_argument("--batch-size", type=_positive, default=16, help="images per encoder call (default 16)")
-    tag.add_argument("--threads", type=_positive, default=None, help="encoder threads (default: all cores)")
+    tag.add_argument("--threads", type=_positive, default=None, help="threads for decoding and the models (default: all cores)")
     tag.add_argument("--max-pixels", type=_positive, default=None, help="refuse images with more pixels than this")
     tag.add_argument("--xmp", action="store_true",
                      help="write/merge XMP sidecars (dc:subject keywords, lr:hierarchicalSubject paths)")

@@ -53,7 +53,7 @@ def letterbox(pixels: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
 
 def letterbox_uint8(pixels: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     """:func:`letterbox` before the conversion to float: a uint8 canvas, a quarter of the memory
-    (what decode threads hand over; the detector converts a whole batch in place)."""
+    (what ``tag_files``' decoding hands over; the detector converts a whole batch in place)."""
     height, width = pixels.shape[:2]
     scale = INPUT_SIZE / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -168,7 +168,7 @@ class FaceDetector:
         self.path = Path(path)
         self.num_threads = num_threads or default_num_threads()
         self._batch_size = max(1, int(batch_size))
-        try:  # the first decode thread's runner, made now so that a bad file fails early
+        try:  # the first single-threaded runner, made now so that a bad file fails early
             first = FixedBatch(self.path, 1, self._batch_size)
         except (ValueError, RuntimeError) as exc:
             raise ValueError(f"{self.path}: not a usable .tflite model ({exc})") from None
@@ -179,7 +179,7 @@ class FaceDetector:
             raise ValueError(f"{self.path}: not a BlazeFace full-range model (192x192 in, 2304 anchors out)")
         self._outputs = [outputs[0]["index"], outputs[1]["index"]]
         self._concurrent = RunnerPool(self.path, self._batch_size, first=first)
-        self._runner: FixedBatch | None = None  # the caller's thread's, made on first use
+        self._runner: FixedBatch | None = None  # the all-cores runner, made on first use
         self._lock = threading.Lock()
 
     @property

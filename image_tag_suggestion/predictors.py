@@ -89,7 +89,8 @@ class ImagePredictor:
         return self.encode([self.prepare(image) for image in images])
 
     def prepare(self, pixels: np.ndarray) -> Prepared:
-        """The per-image work before the models run (cheap, thread-safe: done in decode threads)."""
+        """The per-image work before the models run (cheap, thread-safe: ``tag_files`` does it in its
+        worker threads, right after decoding)."""
         return Prepared(self.preprocessing.tiles(pixels), letterbox_uint8(pixels) if self.face_detector else None,
                         properties=measure(pixels, self.property_signals) if self.property_signals else None)
 

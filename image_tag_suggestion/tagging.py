@@ -27,7 +27,6 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .encoder import default_num_threads
 from .images import IMAGE_EXTENSIONS, ImageError, ImageSource, describe_source
 from .predictors import ImagePredictor, LabelPredictor, Prepared
 from .scoring import Tag
@@ -98,6 +97,8 @@ def tag_files(
     decoding to their results); by default pixels are not kept.
     ``also``: more models ``(name, image predictor, label predictor)`` to tag each image
     with; an image is decoded once for all of them.
+    ``workers``: threads for decoding and embedding (default: the image predictor's
+    ``num_threads``, all cores unless it was given fewer).
     """
     models = [(None, image_predictor, label_predictor), *also]
     min_size = max([keep_pixels_min_size or 0] + [ip.preprocessing.resize for _, ip, _ in models])
@@ -119,7 +120,7 @@ def tag_files(
             record.prepared = None
         return embeddings
 
-    pool = ThreadPoolExecutor(max_workers=workers or default_num_threads())
+    pool = ThreadPoolExecutor(max_workers=workers or image_predictor.encoder.num_threads)
     try:
         batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
         concurrent = len(batches) > 1

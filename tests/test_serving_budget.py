@@ -140,3 +140,24 @@ def test_tagging_from_the_command_line_leaves_the_download_code_unloaded(folder)
     result = subprocess.run([sys.executable, "-c", script, folder[0]], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1:] == ["[]"], result.stdout
+
+
+def test_a_predictor_given_one_thread_tags_a_folder_on_one_thread(folder):
+    """``--threads 1``: one worker thread, so one single-threaded runner of each model, and the
+    same tags as on all cores."""
+    import threading
+
+    one = ImagePredictor.init_from_config_path(num_threads=1)
+    label_predictor = LabelPredictor.init_from_config_path()
+    seen: set[int] = set()
+    encode = one.encode
+
+    def watched(prepared, concurrent=False):
+        seen.add(threading.get_ident())
+        return encode(prepared, concurrent)
+
+    one.encode = watched
+    alone = list(tag_files(folder[:20], one, label_predictor, batch_size=4))
+    assert len(seen) == 1 and len(one.encoder.runners) == 2 and len(one.face_detector.runners) <= 1
+    together = list(tag_files(folder[:20], ImagePredictor.init_from_config_path(), label_predictor, batch_size=4))
+    assert [r.tags for r in alone] == [r.tags for r in together]
