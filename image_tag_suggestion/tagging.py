@@ -7,13 +7,14 @@ run goes on. Three steps overlap, so that every core stays busy:
 2. embed (worker threads, a task a batch; LiteRT releases the GIL): ``ImagePredictor.encode``,
    the crops through the encoder, then the photos whose embedding says a person may be in them
    through the face detector, each on a single-threaded runner of the task's own; crops and
-   letterboxes are let go of after it;
+   letterboxes are let go of after it (a run of one batch, such as an upload in the app,
+   embeds on the caller's thread instead, the encoder on all cores: the shortest wait for
+   its results);
 3. finish (the caller's thread, one batch behind): tags ranked, results yielded in input order.
 
 Every task is single-threaded and there are as many worker threads as cores: two batches
 embedded side by side, or one beside decoding, never ask for more threads than there are
-cores. A run of one batch (an upload in the app) embeds on all cores instead, the
-shortest wait for its one result.
+cores, and no thread waits inside LiteRT for another.
 """
 
 from __future__ import annotations
@@ -120,6 +121,13 @@ def tag_files(
             record.prepared = None
         return embeddings
 
+    def start_embedding(decoded: list[_Decoded]) -> Future:
+        if concurrent:
+            return pool.submit(embed, decoded, True)
+        done: Future = Future()  # a single batch: on this thread, the encoder on all cores
+        done.set_result(embed(decoded, False))
+        return done
+
     pool = ThreadPoolExecutor(max_workers=workers or image_predictor.encoder.num_threads)
     try:
         batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
@@ -131,7 +139,7 @@ def tag_files(
         for index, batch in enumerate(batches):
             decoded = [future.result() for future in decoding[index]]
             decoding[index] = None
-            embedding.append((batch, decoded, pool.submit(embed, decoded, concurrent)))
+            embedding.append((batch, decoded, start_embedding(decoded)))
             if index + 2 < len(batches):
                 decoding.append([pool.submit(decode, file) for file in batches[index + 2]])
             if len(embedding) > 1:
