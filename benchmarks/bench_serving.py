@@ -139,7 +139,7 @@ def people_cost(image_predictor: ImagePredictor, folder: list[Path], repeat: int
     boxed = [letterbox_uint8(p) for p in pixels]
     letterbox_s = timed(lambda: [letterbox_uint8(p) for p in pixels], max(3, repeat // 3)) / len(pixels)
     detect_s = timed(lambda: detector.detect_batch(boxed), max(3, repeat // 3)) / len(pixels)
-    print(f"\npeople tags, per photo: letterbox {letterbox_s * 1e3:.2f} ms (done in the decode threads), "
+    print(f"\npeople tags, per photo: letterbox {letterbox_s * 1e3:.2f} ms (done right after decoding), "
           f"face detector {detect_s * 1e3:.2f} ms (batches of {detector.batch_size})")
     if image_predictor.person_gate is not None:
         prepared = [image_predictor.prepare(image_predictor.load(str(p))) for p in folder]
