@@ -23,8 +23,8 @@ import numpy as np
 
 #: Images per encoder call on all cores (a tagging batch with panoramas is several calls).
 DEFAULT_BATCH = 8
-#: Images per call of a single-threaded runner (``concurrent=True``). Measured here on one
-#: thread: batches of 2 took 11.1 ms an image, of 1 12.4 ms, of 8 16.7 ms (the larger batch's
+#: Images per call of a runner for ``concurrent=True`` calls. Measured here on one thread:
+#: batches of 2 took 11.1 ms an image, of 1 12.4 ms, of 8 16.7 ms (the larger batch's
 #: activations no longer fit in the cache), and the arena of a batch of 2 is half a batch of 8's.
 CONCURRENT_BATCH = 2
 
@@ -101,16 +101,16 @@ class FixedBatch:
 
 
 class RunnerPool:
-    """Single-threaded runners of one model (see :class:`FixedBatch`), one for each caller running
-    at the same time: made as callers need them, then reused (thread-safe).
+    """Runners of one model (see :class:`FixedBatch`) on ``num_threads`` threads each, one for each
+    caller running at the same time: made as callers need them, then reused (thread-safe).
 
-    Two batches run side by side, a thread each, keep two cores busy without the waiting that
-    one run on two threads costs (XNNPACK's threads spin while they wait for each other).
+    Two batches run side by side on half the cores each keep every core busy with less waiting
+    than one run on all of them: XNNPACK's threads spin while they wait for each other, and on
+    two cores a single-threaded run does not wait at all.
     """
 
-    def __init__(self, path: Path, batch_size: int, first: FixedBatch | None = None):
-        self._make = lambda: FixedBatch(path, 1, batch_size)
-        self.batch_size = max(1, int(batch_size))
+    def __init__(self, path: Path, batch_size: int, num_threads: int = 1, first: FixedBatch | None = None):
+        self._make = lambda: FixedBatch(path, num_threads, batch_size)
         self.runners: list[FixedBatch] = [first] if first is not None else []
         self._idle = list(self.runners)
         self._lock = threading.Lock()
@@ -135,9 +135,9 @@ class TfliteEncoder:
 
     Images are run ``batch_size`` at a time (see :class:`FixedBatch`). A call on its own (one
     photo in the app, ``predict_from_file``) runs on ``num_threads`` threads, the shortest wait
-    for one result; calls made ``concurrent=True`` (``tag_files``' batches, several at once in
-    its worker threads) each take a single-threaded runner of their own (:class:`RunnerPool`),
-    which spends less CPU per image than sharing the cores inside one run.
+    for one result; calls made ``concurrent=True`` (``tag_files``' batches, two at a time in its
+    worker threads) each take a runner of their own on half the threads (:class:`RunnerPool`;
+    on two cores, one thread each), which spends less CPU per image than one run on all cores.
     """
 
     def __init__(self, path: str | Path, num_threads: int | None = None, batch_size: int = DEFAULT_BATCH):
@@ -145,7 +145,7 @@ class TfliteEncoder:
         self.num_threads = num_threads or default_num_threads()
         try:
             self._runner = FixedBatch(self.path, self.num_threads, batch_size)
-            self._concurrent = RunnerPool(self.path, min(batch_size, CONCURRENT_BATCH))
+            self._concurrent = RunnerPool(self.path, min(batch_size, CONCURRENT_BATCH), max(1, self.num_threads // 2))
         except (ValueError, RuntimeError) as exc:
             raise ValueError(f"{self.path}: not a usable .tflite model ({exc})") from None
         inputs, outputs = self._runner.details()

@@ -178,7 +178,7 @@ class FaceDetector:
                 or list(outputs[0]["shape"]) != [1, GRID * GRID, 16] or list(outputs[1]["shape"]) != [1, GRID * GRID, 1]):
             raise ValueError(f"{self.path}: not a BlazeFace full-range model (192x192 in, 2304 anchors out)")
         self._outputs = [outputs[0]["index"], outputs[1]["index"]]
-        self._concurrent = RunnerPool(self.path, self._batch_size, first=first)
+        self._concurrent = RunnerPool(self.path, self._batch_size, 1, first=first)
         self._runner: FixedBatch | None = None  # the all-cores runner, made on first use
         self._lock = threading.Lock()
 

@@ -4,17 +4,17 @@ run goes on. Three steps overlap, so that every core stays busy:
 1. decode (worker threads, a task a file; Pillow releases the GIL): file -> upright pixels ->
    the encoder's crops, the face detector's letterbox and the photo properties; the pixels are
    let go of here;
-2. embed (worker threads, a task a batch; LiteRT releases the GIL): ``ImagePredictor.encode``,
-   the crops through the encoder, then the photos whose embedding says a person may be in them
-   through the face detector, each on a single-threaded runner of the task's own; crops and
-   letterboxes are let go of after it (a run of one batch, such as an upload in the app,
-   embeds on the caller's thread instead, the encoder on all cores: the shortest wait for
-   its results);
+2. embed (worker threads, a task a batch, two at a time; LiteRT releases the GIL):
+   ``ImagePredictor.encode``, the crops through the encoder on a runner of the task's own with
+   half the threads (one on two cores), then the photos whose embedding says a person may be
+   in them through the face detector (single-threaded); crops and letterboxes are let go of
+   after it (a run of one batch, such as an upload in the app, embeds on the caller's thread
+   instead, the encoder on all threads: the shortest wait for its results);
 3. finish (the caller's thread, one batch behind): tags ranked, results yielded in input order.
 
-Every task is single-threaded and there are as many worker threads as cores: two batches
-embedded side by side, or one beside decoding, never ask for more threads than there are
-cores, and no thread waits inside LiteRT for another.
+There are as many worker threads as the image predictor has (all cores by default): two
+batches embedded side by side on half of them each, or one beside decoding, never ask for
+more threads than that, and on two cores no thread waits inside LiteRT for another.
 """
 
 from __future__ import annotations

@@ -124,6 +124,8 @@ def test_batches_change_no_result(folder):
     together = image_predictor.encode(batch)
     alone = np.stack([image_predictor.encode([p])[0] for p in batch])
     np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5)
+    # tag_files' way (a runner of the call's own, fewer threads, batches of 2) gives the same.
+    np.testing.assert_allclose(image_predictor.encode(batch, concurrent=True), together, rtol=0, atol=1e-5)
     reference = image_predictor.preprocessing
     crops = np.concatenate([p.crops for p in batch])
     np.testing.assert_array_equal(reference.normalise(crops), (crops.astype(np.float32) - 127.0) * np.float32(1 / 128))
@@ -158,6 +160,27 @@ def test_a_predictor_given_one_thread_tags_a_folder_on_one_thread(folder):
 
     one.encode = watched
     alone = list(tag_files(folder[:20], one, label_predictor, batch_size=4))
-    assert len(seen) == 1 and len(one.encoder.runners) == 2 and len(one.face_detector.runners) <= 1
+    assert len(seen) == 1 and threading.get_ident() not in seen  # one worker thread, not the caller's
+    assert len(one.encoder.runners) == 2 and len(one.face_detector.runners) <= 1
     together = list(tag_files(folder[:20], ImagePredictor.init_from_config_path(), label_predictor, batch_size=4))
     assert [r.tags for r in alone] == [r.tags for r in together]
+
+
+def test_one_batch_is_embedded_on_the_callers_thread_on_all_cores(folder):
+    """An upload or a few photos (one batch): the shortest wait for the results, so the encoder's
+    shared all-cores runner on the caller's thread, not a worker's runner of its own."""
+    import threading
+
+    image_predictor, label_predictor = ImagePredictor.init_from_config_path(), LabelPredictor.init_from_config_path()
+    seen: set[int] = set()
+    encode = image_predictor.encode
+
+    def watched(prepared, concurrent=False):
+        seen.add(threading.get_ident())
+        return encode(prepared, concurrent)
+
+    image_predictor.encode = watched
+    results = list(tag_files(folder[:3], image_predictor, label_predictor, batch_size=16))
+    assert all(r.ok for r in results)
+    assert seen == {threading.get_ident()}
+    assert image_predictor.encoder.runners[0]._interpreters and len(image_predictor.encoder.runners) == 1
