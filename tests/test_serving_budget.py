@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import math
+import threading
 import weakref
 
 import numpy as np
@@ -144,21 +145,25 @@ def test_tagging_from_the_command_line_leaves_the_download_code_unloaded(folder)
     assert result.stdout.splitlines()[-1:] == ["[]"], result.stdout
 
 
-def test_a_predictor_given_one_thread_tags_a_folder_on_one_thread(folder):
-    """``--threads 1``: one worker thread, so one single-threaded runner of each model, and the
-    same tags as on all cores."""
-    import threading
-
-    one = ImagePredictor.init_from_config_path(num_threads=1)
-    label_predictor = LabelPredictor.init_from_config_path()
+def threads_that_encode(image_predictor: ImagePredictor) -> set[int]:
+    """The idents of the threads that call ``image_predictor.encode`` from now on (filled as they do)."""
     seen: set[int] = set()
-    encode = one.encode
+    encode = image_predictor.encode
 
     def watched(prepared, concurrent=False):
         seen.add(threading.get_ident())
         return encode(prepared, concurrent)
 
-    one.encode = watched
+    image_predictor.encode = watched
+    return seen
+
+
+def test_a_predictor_given_one_thread_tags_a_folder_on_one_thread(folder):
+    """``--threads 1``: one worker thread, so one single-threaded runner of each model, and the
+    same tags as on all cores."""
+    one = ImagePredictor.init_from_config_path(num_threads=1)
+    label_predictor = LabelPredictor.init_from_config_path()
+    seen = threads_that_encode(one)
     alone = list(tag_files(folder[:20], one, label_predictor, batch_size=4))
     assert len(seen) == 1 and threading.get_ident() not in seen  # one worker thread, not the caller's
     assert len(one.encoder.runners) == 2 and len(one.face_detector.runners) <= 1
@@ -169,17 +174,8 @@ def test_a_predictor_given_one_thread_tags_a_folder_on_one_thread(folder):
 def test_one_batch_is_embedded_on_the_callers_thread_on_all_cores(folder):
     """An upload or a few photos (one batch): the shortest wait for the results, so the encoder's
     shared all-cores runner on the caller's thread, not a worker's runner of its own."""
-    import threading
-
     image_predictor, label_predictor = ImagePredictor.init_from_config_path(), LabelPredictor.init_from_config_path()
-    seen: set[int] = set()
-    encode = image_predictor.encode
-
-    def watched(prepared, concurrent=False):
-        seen.add(threading.get_ident())
-        return encode(prepared, concurrent)
-
-    image_predictor.encode = watched
+    seen = threads_that_encode(image_predictor)
     results = list(tag_files(folder[:3], image_predictor, label_predictor, batch_size=16))
     assert all(r.ok for r in results)
     assert seen == {threading.get_ident()}
