@@ -164,7 +164,7 @@ class TfliteEncoder:
 
     @property
     def runners(self) -> list[FixedBatch]:
-        """Every runner made so far: the shared one, then the single-threaded ones."""
+        """Every runner made so far: the shared one, then those of ``concurrent=True`` calls."""
         return [self._runner, *self._concurrent.runners]
 
     def encode(self, images: np.ndarray) -> np.ndarray:
@@ -181,7 +181,7 @@ class TfliteEncoder:
                      concurrent: bool = False) -> np.ndarray:
         """Embed uint8 crops (N, S, S, 3): ``normalise(crops, out=...)`` writes each batch's model
         input straight into the interpreter (no float32 copy of the batch is ever made).
-        ``concurrent``: on a single-threaded runner of the call's own (see the class)."""
+        ``concurrent``: on a runner of the call's own with half the threads (see the class)."""
         self._check(crops)
 
         def fill(view, start, stop):

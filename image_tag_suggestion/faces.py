@@ -157,10 +157,10 @@ class FaceDetector:
     Faces are found a batch at a time (:meth:`detect_batch`): ``batch_size`` images per call
     on an interpreter sized once (the model folds its batch into the anchor axis, which is
     undone here), a single image through a batch-1 one; see ``encoder.FixedBatch``. Calls
-    made ``concurrent=True`` (``tag_files``' worker threads, several at once; and the predictor's
-    own calls) each take a single-threaded runner of their own (``encoder.RunnerPool``): the detector's small
-    layers gain little from a second thread and cost more CPU with one, while two photos'
-    detections side by side keep both cores busy. Other calls share one runner of
+    made ``concurrent=True`` (``tag_files``' worker threads, several at once; and the
+    predictor's own calls) each take a single-threaded runner of their own
+    (``encoder.RunnerPool``): the detector's small layers gain little from a second thread and
+    cost more CPU with one, while two photos' detections side by side keep both cores busy. Other calls share one runner of
     ``num_threads`` threads, made on first use.
     """
 

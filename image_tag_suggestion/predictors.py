@@ -97,8 +97,8 @@ class ImagePredictor:
     def encode(self, prepared: Sequence[Prepared], concurrent: bool = False) -> np.ndarray:
         """Embed prepared images: the crops of all of them through the encoder, then the faces of
         those worth looking at through the detector, both in fixed-size batches (thread-safe;
-        ``concurrent``: the encoder on a single-threaded runner of the call's own, for callers
-        that run several at once, see ``encoder.TfliteEncoder``)."""
+        ``concurrent``: the encoder on a runner of the call's own with half the threads, for
+        callers that run two at once, see ``encoder.TfliteEncoder``)."""
         visual = self.embed_crops(prepared, concurrent)
         look = np.flatnonzero(self.looks_for_faces(visual))
         people = self.find_people([prepared[i] for i in look], concurrent=True)
