@@ -5,8 +5,8 @@
 
 Each photo's words (``scenes_labels.csv``) become WordNet senses through the scene vocabulary
 (``image_tag_suggestion/conversion/scene_tags.yaml``; a word's parents count too: a beach is
-also a coast and a landscape); the entry word is resolved the same way, or as its first noun
-sense. Then ``tag_quality.py``'s judge decides: a shown tag is right when it names one of those
+also a coast and a landscape), and its other objects are WordNet senses already; the entry word
+is its labelled sense, or resolved like the words, or as its first noun sense. Then ``tag_quality.py``'s judge decides: a shown tag is right when it names one of those
 senses, something broader, or something finer ("alp" on a mountain). Prints the figures of
 ``tag_quality.py`` for the tuning and held-out parts, then the held-out part by kind of photo,
 the people photos whose faces do not show, and how the photo properties (black and white) fare;
@@ -39,11 +39,14 @@ def judged_photos(photos: list[scenes_devset.ScenePhoto], vocabulary: devset.Voc
     wnid = {w.word: w.wnid for w in words}
     truth_rows = targets([scenes_devset.words_of(p) for p in photos], words)
     records = []
+    def senses(keys: list[str]) -> list[str]:
+        return [f"n{synset_by_key(key, vocabulary.senses):08d}" for key in keys]
+
     for photo, row in zip(photos, truth_rows):
-        truth = [words[i].wnid for i in row.nonzero()[0]]
+        truth = [words[i].wnid for i in row.nonzero()[0]] + senses(photo.objects)
         try:
-            entry = [wnid.get(photo.entry) or
-                     f"n{synset_by_key(photo.entry.replace(' ', '_') + '.n.01', vocabulary.senses):08d}"]
+            entry = senses(photo.entry_sense) or [wnid.get(photo.entry) or
+                                                  senses([photo.entry.replace(" ", "_") + ".n.01"])[0]]
         except ValueError:  # a word WordNet lacks ("solar cooker"): the photo's other words stand in
             entry = truth
         records.append(devset.Photo(photo=photo.photo, file=photo.file, split=photo.split, truth=truth or entry,

@@ -108,6 +108,12 @@ second time, photo by photo, by someone who had not seen the model's tags: first
 (86 photos changed: words clearly visible but missing added, such as clouds, grass, a room, a
 tree; a few removed; 6 photos' people corrected), then for "plant" (any clearly visible
 vegetation) and "landscape" (a view of scenery), which before came only from the kind of photo.
+Two columns were added later, again by looking at every photo without the model's tags:
+``entry_sense`` (the WordNet sense of the entry word that the photo shows, ``dome.n.04`` "a
+hemispherical roof" rather than the first sense, a concave shape; ``;`` between senses that
+are both true; blank: the entry's first noun sense) and ``objects`` (WordNet senses of the other
+things clearly visible and right to tag that the scene words cannot say: an aircraft, a lab
+coat, a dog; blank for most photos).
 
 The split is the object dev set's (``devset.split_of``): a hash of each photo's key holds out
 about 40%. The build writes each photo as a JPEG (long side at most 1600 px) and
@@ -126,7 +132,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -134,6 +140,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from devset import (GCOMPRIS, OPENCV, OPENCV_HTML, gcompris_photo, package_folder, read_manifest,  # noqa: E402
                     split_of, write_manifest)
+
+from image_tag_suggestion.conversion.wordnet import read_senses, synset_by_key  # noqa: E402
 
 
 HERE = Path(__file__).resolve().parent
@@ -284,13 +292,15 @@ class ScenePhoto:
     people: str
     faces_visible: str
     package: str
+    entry_sense: list[str] = field(default_factory=list)  # WordNet keys (dome.n.04); empty: the first sense
+    objects: list[str] = field(default_factory=list)  # WordNet keys of other things right to tag
 
 
 def read_labels(path: Path = LABELS_CSV) -> list[dict]:
     """The hand labels, checked against the vocabularies above."""
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    problems, seen = [], set()
+    problems, seen, wordnet = [], set(), read_senses()
     for row in rows:
         key = row["photo"]
         if key in seen:
@@ -309,6 +319,11 @@ def read_labels(path: Path = LABELS_CSV) -> list[dict]:
             problems.append(f"{key}: people must be one of {PEOPLE}, faces_visible one of {FACES}")
         if bool(row["people"]) != bool(row["faces_visible"]):
             problems.append(f"{key}: faces_visible goes with people, and only with it")
+        for sense in senses_of(row, "entry_sense") + senses_of(row, "objects"):
+            try:
+                synset_by_key(sense, wordnet)
+            except ValueError as error:
+                problems.append(f"{key}: {error}")
     if problems:
         raise SystemExit(f"{path.name}:\n  " + "\n  ".join(problems))
     return rows
@@ -330,6 +345,10 @@ def words_of(photo: ScenePhoto) -> list[str]:
 
 def tags_of(row: dict) -> list[str]:
     return [t for t in row["tags"].split(";") if t]
+
+
+def senses_of(row: dict, column: str) -> list[str]:
+    return [s.strip() for s in (row.get(column) or "").split(";") if s.strip()]
 
 
 def package_of(source: str) -> str:
@@ -469,7 +488,8 @@ def build(out: Path = DEFAULT_OUT) -> list[ScenePhoto]:
         photo = ScenePhoto(
             photo=key, file=file_name(key), split=split_of(key), kind=row["kind"], entry=row["entry"].strip(),
             tags=tags_of(row), people=row["people"], faces_visible=row["faces_visible"],
-            package=package_of(key.split(":", 1)[0]),
+            package=package_of(key.split(":", 1)[0]), entry_sense=senses_of(row, "entry_sense"),
+            objects=senses_of(row, "objects"),
         )
         target = out / photo.file
         target.parent.mkdir(parents=True, exist_ok=True)
