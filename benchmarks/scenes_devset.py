@@ -469,6 +469,15 @@ def file_name(key: str) -> str:
     return f"{source}/{stem}.jpg"
 
 
+def record_of(row: dict) -> ScenePhoto:
+    """A row of the labels as the record the built dev set keeps (its file name and split too)."""
+    key = row["photo"]
+    return ScenePhoto(photo=key, file=file_name(key), split=split_of(key), kind=row["kind"], entry=row["entry"].strip(),
+                      tags=tags_of(row), people=row["people"], faces_visible=row["faces_visible"],
+                      package=package_of(key.split(":", 1)[0]), entry_sense=senses_of(row, "entry_sense"),
+                      objects=senses_of(row, "objects"))
+
+
 def build(out: Path = DEFAULT_OUT) -> list[ScenePhoto]:
     """Write the photos and ``manifest.jsonl`` into ``out``; returns the records."""
     rows = read_labels()
@@ -484,16 +493,10 @@ def build(out: Path = DEFAULT_OUT) -> list[ScenePhoto]:
     resources: dict[str, dict[str, bytes]] = {}
     photos = []
     for row in rows:
-        key = row["photo"]
-        photo = ScenePhoto(
-            photo=key, file=file_name(key), split=split_of(key), kind=row["kind"], entry=row["entry"].strip(),
-            tags=tags_of(row), people=row["people"], faces_visible=row["faces_visible"],
-            package=package_of(key.split(":", 1)[0]), entry_sense=senses_of(row, "entry_sense"),
-            objects=senses_of(row, "objects"),
-        )
+        photo = record_of(row)
         target = out / photo.file
         target.parent.mkdir(parents=True, exist_ok=True)
-        load_photo(key, resources).save(target, "JPEG", quality=92)
+        load_photo(photo.photo, resources).save(target, "JPEG", quality=92)
         photos.append(photo)
     files = [p.file for p in photos]
     if len(set(files)) != len(files):

@@ -1,8 +1,9 @@
-"""The labelled dev set's table and the quality benchmark's judge (benchmarks/), which the
+"""The labelled dev sets' tables and the quality benchmarks' judge (benchmarks/), which the
 README's quality figures rest on."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -10,7 +11,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import devset  # noqa: E402
+import scene_quality  # noqa: E402
+import scenes_devset  # noqa: E402
 import tag_quality  # noqa: E402
+
+from image_tag_suggestion.conversion.wordnet import synset_by_key  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +52,27 @@ def test_the_judge(vocabulary, photos):
     assert judge.right(tag_quality.PERSON_ID, portrait) and judge.right(tag_quality.PORTRAIT_ID, portrait)
     assert not judge.right(tag_quality.PEOPLE_ID, portrait)
     assert not judge.right(tag_quality.PERSON_ID, crow)
+
+
+def test_a_scene_photo_is_judged_by_everything_its_labels_say(vocabulary):
+    """Besides the scene words, a scene photo's labels name the sense of its entry word and the
+    other things right to tag (WordNet keys, every one of them checked when the labels are read):
+    an airliner at an airport is a right tag, and a dome is the roof, not the shape."""
+    records = {r.photo: r for r in map(scenes_devset.record_of, scenes_devset.read_labels())}
+    airport, dome = (records[k] for k in ("tlextra:latex/beamertheme-detlevcm/FS-img2.png", "backstretch:dome.jpg"))
+
+    def wnid(key: str) -> str:
+        return f"n{synset_by_key(key, vocabulary.senses):08d}"
+
+    judge = tag_quality.Judge(vocabulary)
+    judged = scene_quality.judged_photos([airport, dome], vocabulary)
+    bare = scene_quality.judged_photos([dataclasses.replace(r, objects=[], entry_sense=[]) for r in (airport, dome)],
+                                       vocabulary)
+    airliner, vehicle, sky = wnid("airliner.n.01"), wnid("vehicle.n.01"), wnid("sky.n.01")
+    assert judge.right(airliner, judged[0]) and judge.right(vehicle, judged[0]) and judge.right(sky, judged[0])
+    assert not judge.right(airliner, bare[0]) and judge.right(sky, bare[0])
+    assert not judge.right(wnid("dome.n.04"), judged[0])  # what one photo shows is not another's
+    roof_dome, shape = wnid("dome.n.04"), wnid("dome.n.01")
+    assert judge.right(roof_dome, judged[1]) and judge.entry_level(roof_dome, judged[1])
+    assert not judge.right(shape, judged[1])
+    assert not judge.right(roof_dome, bare[1])  # the entry's first sense, the shape, is not the roof
