@@ -6,8 +6,9 @@
 Each photo's words (``scenes_labels.csv``) become WordNet senses through the scene vocabulary
 (``image_tag_suggestion/conversion/scene_tags.yaml``; a word's parents count too: a beach is
 also a coast and a landscape), and its other objects are WordNet senses already; the entry word
-is its labelled sense, or resolved like the words, or as its first noun sense. Then ``tag_quality.py``'s judge decides: a shown tag is right when it names one of those
-senses, something broader, or something finer ("alp" on a mountain). Prints the figures of
+is its labelled sense, or resolved like the words, or as its first noun sense. Then
+``tag_quality.py``'s judge decides: a shown tag is right when it names one of those senses,
+something broader, or something finer ("alp" on a mountain). Prints the figures of
 ``tag_quality.py`` for the tuning and held-out parts, then the held-out part by kind of photo,
 the people photos whose faces do not show, and how the photo properties (black and white) fare;
 with ``--cut-offs``, the tuning part's figures by cut-off with its scene head fitted out of fold.
@@ -39,6 +40,7 @@ def judged_photos(photos: list[scenes_devset.ScenePhoto], vocabulary: devset.Voc
     wnid = {w.word: w.wnid for w in words}
     truth_rows = targets([scenes_devset.words_of(p) for p in photos], words)
     records = []
+
     def senses(keys: list[str]) -> list[str]:
         return [f"n{synset_by_key(key, vocabulary.senses):08d}" for key in keys]
 

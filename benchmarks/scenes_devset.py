@@ -111,9 +111,10 @@ vegetation) and "landscape" (a view of scenery), which before came only from the
 Two columns were added later, again by looking at every photo without the model's tags:
 ``entry_sense`` (the WordNet sense of the entry word that the photo shows, ``dome.n.04`` "a
 hemispherical roof" rather than the first sense, a concave shape; ``;`` between senses that
-are both true; blank: the entry's first noun sense) and ``objects`` (WordNet senses of the other
-things clearly visible and right to tag that the scene words cannot say: an aircraft, a lab
-coat, a dog; blank for most photos).
+are both true; blank for a word of the scene vocabulary, which has its own sense, and where
+WordNet lacks the word) and ``objects`` (WordNet senses of the other things clearly visible and
+right to tag that the scene words cannot say: an aircraft, a lab coat, a dog; 279 photos have
+some).
 
 The split is the object dev set's (``devset.split_of``): a hash of each photo's key holds out
 about 40%. The build writes each photo as a JPEG (long side at most 1600 px) and
