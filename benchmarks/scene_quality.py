@@ -34,15 +34,13 @@ from image_tag_suggestion.conversion.scene_tags import read_vocabulary, targets 
 
 def judged_photos(photos: list[scenes_devset.ScenePhoto], vocabulary: devset.Vocabulary) -> list[devset.Photo]:
     """The scene photos as the object dev set's records, with WordNet truth."""
-    from image_tag_suggestion.conversion.wordnet import synset_by_key
-
     words = read_vocabulary()
     wnid = {w.word: w.wnid for w in words}
     truth_rows = targets([scenes_devset.words_of(p) for p in photos], words)
     records = []
 
     def senses(keys: list[str]) -> list[str]:
-        return [f"n{synset_by_key(key, vocabulary.senses):08d}" for key in keys]
+        return [vocabulary.synsets[vocabulary.resolve(key)].wnid for key in keys]
 
     for photo, row in zip(photos, truth_rows):
         truth = [words[i].wnid for i in row.nonzero()[0]] + senses(photo.objects)

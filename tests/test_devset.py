@@ -15,8 +15,6 @@ import scene_quality  # noqa: E402
 import scenes_devset  # noqa: E402
 import tag_quality  # noqa: E402
 
-from image_tag_suggestion.conversion.wordnet import synset_by_key  # noqa: E402
-
 
 @pytest.fixture(scope="module")
 def vocabulary():
@@ -62,7 +60,7 @@ def test_a_scene_photo_is_judged_by_everything_its_labels_say(vocabulary):
     airport, dome = (records[k] for k in ("tlextra:latex/beamertheme-detlevcm/FS-img2.png", "backstretch:dome.jpg"))
 
     def wnid(key: str) -> str:
-        return f"n{synset_by_key(key, vocabulary.senses):08d}"
+        return vocabulary.synsets[vocabulary.resolve(key)].wnid
 
     judge = tag_quality.Judge(vocabulary)
     judged = scene_quality.judged_photos([airport, dome], vocabulary)
