@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS words (      -- what search answers to: names, bare n
 );
 CREATE INDEX IF NOT EXISTS words_by_word ON words (word);
 """
+TABLES = {"meta", "images", "tags", "labels", "words"}
 FORMAT_VERSION = "2"
 #: Tags stored per image: the best ones, down to this score. Search ranks by them and, by
 #: default, answers with the photos whose tag reaches the model's "likely" cut-off.
@@ -95,10 +96,10 @@ def connect(index: str | os.PathLike, create: bool = False) -> sqlite3.Connectio
     try:
         if create:
             if path.is_file() and path.stat().st_size > 0:
-                _check_is_index(_read_only(path), path).close()
+                _check_is_index(_read_only(path), path, unfinished=True).close()
             connection = sqlite3.connect(path)
             connection.execute("PRAGMA foreign_keys = ON")
-            connection.executescript(SCHEMA)
+            connection.executescript(f"BEGIN; {SCHEMA} COMMIT;")  # all tables or none, even if killed here
             return connection
         return _check_is_index(_read_only(path), path)
     except sqlite3.DatabaseError as exc:
@@ -109,9 +110,14 @@ def _read_only(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
 
 
-def _check_is_index(connection: sqlite3.Connection, path: Path) -> sqlite3.Connection:
+def _check_is_index(connection: sqlite3.Connection, path: Path, unfinished: bool = False) -> sqlite3.Connection:
+    """``connection`` if it opens an index of ours; ``unfinished``: also one whose making was cut
+    short (some of our tables, all empty: a run killed while it made them, before the schema was
+    made in one transaction), which a run may finish, as nothing in it can be lost."""
     tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if not {"meta", "images", "tags", "labels"} <= tables:
+    cut_short = unfinished and tables <= TABLES and not any(
+        connection.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() for table in tables)
+    if not ({"meta", "images", "tags", "labels"} <= tables or cut_short):
         connection.close()
         raise CollectionError(f"{path}: not an image-tags index (it has no tables images, tags, labels, meta); "
                               "choose another file")

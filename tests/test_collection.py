@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from image_tag_suggestion.collection import CollectionError, EmbeddingMatrix, build_index, search_tag
+from image_tag_suggestion.collection import SCHEMA, CollectionError, EmbeddingMatrix, build_index, search_tag
 
 
 def cli(*args):
@@ -119,3 +119,26 @@ def test_a_file_that_is_not_an_index_is_refused_and_left_alone(tmp_path, default
     with pytest.raises(CollectionError, match="not an image-tags index"):
         build_index([tmp_path], other, *default_predictors)  # never writes its tables into another program's database
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_an_index_whose_making_was_cut_short_is_finished_by_the_next_run(album, tmp_path, default_predictors):
+    """A run killed while it made the index's tables (before they were made in one transaction,
+    a kill there left the first two) left a file every later run refused: the next run finishes
+    it. Our table names with rows in them, or a table of another program's, are still refused."""
+    schema = sqlite3.connect(":memory:")
+    schema.executescript(SCHEMA)
+    first_two = [sql for (sql,) in schema.execute("SELECT sql FROM sqlite_master WHERE type = 'table'")][:2]
+    cut_short, kept = tmp_path / "cut_short.sqlite", tmp_path / "kept.sqlite"
+    for path in (cut_short, kept):
+        with sqlite3.connect(path) as db:
+            for sql in first_two:
+                db.execute(sql)
+    with sqlite3.connect(kept) as db:
+        db.execute("INSERT INTO meta VALUES ('owner', 'someone else')")
+    report = build_index([album], cut_short, *default_predictors)
+    assert (report.added, len(report.failed)) == (9, 1)
+    assert search_tag(cut_short, "dog", top_k=1)[1][0].path.endswith("puppy.jpg")
+    before = kept.read_bytes()
+    with pytest.raises(CollectionError, match="not an image-tags index"):
+        build_index([album], kept, *default_predictors)
+    assert kept.read_bytes() == before
